@@ -1,0 +1,1 @@
+"""Evaluation CLI: ``python -m ml.eval verify|identify|detect|embed`` (see ``--help``)."""

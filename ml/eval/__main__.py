@@ -1,0 +1,82 @@
+"""python -m ml.eval verify|identify|detect|embed — progress on stderr, JSON as the last stdout line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _pipeline(args):
+    from ml.pipeline import FacePipeline
+
+    return FacePipeline.from_manifest(detector=args.detector, recognizer=args.model,
+                                      flip_tta=args.flip_tta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ml.eval", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--model", help="recognizer id from weights/manifest.toml (default: manifest default)")
+        p.add_argument("--detector", help="detector id from weights/manifest.toml")
+        p.add_argument("--flip-tta", dest="flip_tta", action=argparse.BooleanOptionalAction, default=None,
+                       help="average the embeddings of each crop and its mirror image")
+        p.add_argument("--json", type=Path, help="also write the full report here")
+
+    p = sub.add_parser("verify", help="LFW pairs.txt verification")
+    p.add_argument("--pairs", type=Path, required=True)
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--plot", type=Path, help="ROC curve PNG")
+    common(p)
+    p = sub.add_parser("identify", help="leave-one-out 1-NN over folder-per-identity")
+    p.add_argument("--root", type=Path, required=True)
+    common(p)
+    p = sub.add_parser("detect", help="WIDER FACE-format detection recall/precision/AP@0.5")
+    p.add_argument("--gt", type=Path, required=True)
+    p.add_argument("--root", type=Path, required=True)
+    common(p)
+    p = sub.add_parser("embed", help="export embeddings as JSON")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--plot", type=Path, help="2-D t-SNE/PCA PNG coloured by identity")
+    common(p)
+    args = parser.parse_args(argv)
+
+    pipeline = _pipeline(args)
+    if args.command == "verify":
+        from ml.eval.verify import run_verify
+
+        report = run_verify(pipeline, args.pairs, args.root, plot=args.plot)
+    elif args.command == "identify":
+        from ml.eval.identify import run_identify
+
+        report = run_identify(pipeline, args.root)
+    elif args.command == "detect":
+        from ml.eval.detect import run_detect
+
+        report = run_detect(pipeline, args.gt, args.root)
+    else:
+        from ml.eval.embed import run_embed
+
+        report = run_embed(pipeline, args.root, args.out, plot=args.plot)
+    report = {"command": args.command, "detector": pipeline.detector_id,
+              "recognizer": pipeline.recognizer_id, "flip_tta": pipeline.flip_tta, **report}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    _print_summary(report)
+    print(json.dumps(report))
+    return 0
+
+
+def _print_summary(report: dict) -> None:
+    """A human-readable digest on stderr; stdout's last line stays the JSON."""
+    skip = {"no_face_images", "fold_accuracies", "fold_thresholds"}
+    for key, value in report.items():
+        if key not in skip:
+            print(f"{key}: {value}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
