@@ -83,12 +83,15 @@ def models_of_kind(kind: str) -> list[str]:
 
 def model_bytes(model_id: str) -> bytes:
     """The weight file's bytes, after checking its sha256; raises ModelFileError."""
-    entry = model_entry(model_id)
+    return verified_bytes(model_entry(model_id))
+
+
+def verified_bytes(entry: ModelEntry) -> bytes:
     data = _read_resource(entry)
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256.lower():
         raise ModelFileError(
-            f"sha256 mismatch for model {model_id!r} ({entry.package}/{entry.resource}): "
+            f"sha256 mismatch for model {entry.id!r} ({entry.package}/{entry.resource}): "
             f"expected {entry.sha256}, got {digest}"
         )
     return data
