@@ -1,0 +1,22 @@
+from django.urls import path
+from rest_framework.authtoken.views import obtain_auth_token
+
+from backend.gallery import apis as gallery
+from backend.jobs import apis as jobs
+from backend.reports import apis as reports
+
+urlpatterns = [
+    path("auth/token", obtain_auth_token, name="auth-token"),
+    path("jobs", jobs.JobListApi.as_view(), name="jobs"),
+    path("jobs/<int:job_id>", jobs.JobDetailApi.as_view(), name="job-detail"),
+    path("jobs/<int:job_id>/images", jobs.JobImagesApi.as_view(), name="job-images"),
+    path("jobs/<int:job_id>/report", jobs.JobReportApi.as_view(), name="job-report"),
+    path("images/<int:image_id>", jobs.ImageDetailApi.as_view(), name="image-detail"),
+    path("faces", jobs.FaceListApi.as_view(), name="faces"),
+    path("identities", gallery.IdentityListApi.as_view(), name="identities"),
+    path("identities/<int:identity_id>", gallery.IdentityDetailApi.as_view(), name="identity-detail"),
+    path("identities/<int:identity_id>/enroll", gallery.IdentityEnrollApi.as_view(), name="identity-enroll"),
+    path("identities/<int:identity_id>/faces", gallery.IdentityFacesApi.as_view(), name="identity-faces"),
+    path("identities/<int:identity_id>/report", gallery.IdentityReportApi.as_view(), name="identity-report"),
+    path("reports/identities", reports.IdentityReportListApi.as_view(), name="report-identities"),
+]

@@ -1,0 +1,177 @@
+"""Django settings, driven by environment variables.
+
+Defaults point at the embedded dev stack (deploy/stack.py); docker-compose.yml
+sets the same variable names for production.
+"""
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _database_from_url(url: str) -> dict:
+    parts = urlparse(url)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parts.path.lstrip("/"),
+        "USER": parts.username or "",
+        "PASSWORD": parts.password or "",
+        "HOST": parts.hostname or "127.0.0.1",
+        "PORT": str(parts.port or 5432),
+        # Short-lived connections per request/task would exhaust nothing, but
+        # reusing them saves a round-trip per call under load.
+        "CONN_MAX_AGE": int(os.environ.get("DB_CONN_MAX_AGE", "60")),
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
+def _default_stack_env() -> dict[str, str]:
+    """Connection settings of the embedded stack this checkout runs.
+
+    FACEINDEX_STACK=test selects the test stack (its own ports and var dir) so
+    the test suite never touches the demo's data.
+    """
+    try:  # production images do not ship deploy/
+        from deploy.stack import Stack
+    except ImportError:  # pragma: no cover
+        return {}
+    if os.environ.get("FACEINDEX_STACK") == "test":
+        return Stack.for_tests(BASE_DIR / "var" / "test").env()
+    return Stack.from_env().env()
+
+
+_stack = _default_stack_env()
+
+
+def setting(name: str, default: str = "") -> str:
+    return os.environ.get(name) or _stack.get(name) or default
+
+
+SECRET_KEY = setting("DJANGO_SECRET_KEY", "dev-insecure-change-me")
+DEBUG = env_bool("DJANGO_DEBUG", True)
+ALLOWED_HOSTS = [h for h in setting("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "backend.core",
+    "backend.gallery",
+    "backend.jobs",
+    "backend.reports",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "backend.config.urls"
+WSGI_APPLICATION = "backend.config.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {"default": _database_from_url(setting("DATABASE_URL", "postgres://faceindex:faceindex@127.0.0.1:5432/faceindex"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+# Uploads: large archives stream to temp files instead of memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FILES = 1000
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "backend.core.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "backend.core.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "faceindex API",
+    "DESCRIPTION": "Index the faces in photo archives: jobs, images, faces, identities, reports.",
+    "VERSION": "1.0.0",
+}
+
+# Object storage (S3 / MinIO / SeaweedFS), used only through the minio SDK.
+S3_ENDPOINT = setting("S3_ENDPOINT", "127.0.0.1:8333")
+S3_ACCESS_KEY = setting("S3_ACCESS_KEY", "faceindex")
+S3_SECRET_KEY = setting("S3_SECRET_KEY", "faceindex-secret")
+S3_BUCKET = setting("S3_BUCKET", "faceindex")
+S3_SECURE = setting("S3_SECURE", "false").lower() == "true"
+S3_REGION = setting("S3_REGION", "us-east-1")
+S3_PRESIGN_SECONDS = int(setting("S3_PRESIGN_SECONDS", "3600"))
+
+# Celery (read by workers/celery_app.py with the CELERY_ namespace).
+CELERY_BROKER_URL = setting("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = int(setting("CELERY_TASK_TIME_LIMIT", "240"))
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Above the longest task (the hard time limit), so a slow task is never
+    # handed to a second worker while the first still runs it.
+    "visibility_timeout": CELERY_TASK_TIME_LIMIT + 60,
+    # Sweep for abandoned (unacked) messages every 2 s instead of ~100 s.
+    "unacked_restore_interval": 2,
+    "unacked_restore_throttle": 1,
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+
+# Ingest limits.
+FACEINDEX_MAX_UPLOAD_BYTES = int(setting("FACEINDEX_MAX_UPLOAD_BYTES", str(50 * 1024 * 1024)))
+FACEINDEX_MAX_PIXELS = int(setting("FACEINDEX_MAX_PIXELS", str(60_000_000)))
+FACEINDEX_ZIP_MAX_ENTRIES = int(setting("FACEINDEX_ZIP_MAX_ENTRIES", "100000"))
+FACEINDEX_ZIP_MAX_TOTAL_BYTES = int(setting("FACEINDEX_ZIP_MAX_TOTAL_BYTES", str(20 * 1024**3)))
+FACEINDEX_ZIP_MAX_RATIO = int(setting("FACEINDEX_ZIP_MAX_RATIO", "100"))
+# Matching: how many nearest templates to pull from the HNSW index per face.
+FACEINDEX_MATCH_CANDIDATES = int(setting("FACEINDEX_MATCH_CANDIDATES", "20"))
+FACEINDEX_HNSW_EF_SEARCH = int(setting("FACEINDEX_HNSW_EF_SEARCH", "100"))
+FACEINDEX_AMBIGUITY_MARGIN = float(setting("FACEINDEX_AMBIGUITY_MARGIN", "0.03"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": setting("LOG_LEVEL", "INFO")},
+}

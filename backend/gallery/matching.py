@@ -1,0 +1,78 @@
+"""Matching a face embedding against an owner's gallery of enrollment templates.
+
+Rule (documented in README): pull the K nearest templates of this owner from the
+HNSW index (cosine), score each identity by its best template, ignore
+identities the face was marked "not this person" for, and accept the best
+identity when its score is at least the model's threshold (weights manifest)
+and beats the runner-up identity by the ambiguity margin. Otherwise the face is
+unknown.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+from django.db import connection
+from pgvector.django import CosineDistance
+
+from backend.core.pipeline import get_pipeline
+
+from .models import Template
+
+
+@dataclass(frozen=True)
+class Match:
+    identity_id: int | None
+    similarity: float | None  # best identity's score, kept even when unknown
+    runner_up_similarity: float | None = None
+
+
+def configure_vector_search() -> None:
+    """Session settings for HNSW queries; call inside a transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL hnsw.ef_search = %s", [settings.FACEINDEX_HNSW_EF_SEARCH])
+        # Owner filters are applied after the index scan: iterative scans keep
+        # fetching until enough rows pass the filter (pgvector >= 0.8).
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+
+
+def match_threshold() -> float:
+    return float(get_pipeline().threshold)
+
+
+def identity_scores(owner_id: int, embedding: np.ndarray, *, k: int | None = None) -> dict[int, float]:
+    """Best cosine similarity per identity among the K nearest templates."""
+    k = k or settings.FACEINDEX_MATCH_CANDIDATES
+    rows = (
+        Template.objects.filter(owner_id=owner_id)
+        .annotate(distance=CosineDistance("embedding", np.asarray(embedding, dtype=np.float32)))
+        .order_by("distance")
+        .values_list("identity_id", "distance")[:k]
+    )
+    scores: dict[int, float] = {}
+    for identity_id, distance in rows:
+        similarity = 1.0 - float(distance)
+        if similarity > scores.get(identity_id, -2.0):
+            scores[identity_id] = similarity
+    return scores
+
+
+def decide(scores: dict[int, float], *, threshold: float, excluded: set[int] = frozenset()) -> Match:
+    ranked = sorted(((s, i) for i, s in scores.items() if i not in excluded), reverse=True)
+    if not ranked:
+        return Match(None, None)
+    best_similarity, best_identity = ranked[0]
+    runner_up = ranked[1][0] if len(ranked) > 1 else None
+    if best_similarity < threshold:
+        return Match(None, best_similarity, runner_up)
+    if runner_up is not None and runner_up >= threshold and best_similarity - runner_up < settings.FACEINDEX_AMBIGUITY_MARGIN:
+        # Two identities fit almost equally well (siblings, twins): leave the
+        # face unknown rather than silently merging them.
+        return Match(None, best_similarity, runner_up)
+    return Match(best_identity, best_similarity, runner_up)
+
+
+def match_embedding(owner_id: int, embedding: np.ndarray, *, threshold: float | None = None, excluded: set[int] = frozenset()) -> Match:
+    threshold = match_threshold() if threshold is None else threshold
+    return decide(identity_scores(owner_id, embedding), threshold=threshold, excluded=excluded)

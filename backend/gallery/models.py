@@ -1,0 +1,94 @@
+from django.conf import settings
+from django.db import models
+from pgvector.django import HnswIndex, VectorField
+
+# The default recognizer (SFace, weights/manifest.toml) emits 128-d vectors.
+# A recognizer of another width needs a migration of these columns.
+EMBEDDING_DIM = 128
+
+
+class Identity(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="identities")
+    name = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        verbose_name_plural = "identities"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Template(models.Model):
+    """An enrollment embedding: the gallery that faces are matched against."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="templates")
+    identity = models.ForeignKey(Identity, on_delete=models.CASCADE, related_name="templates")
+    embedding = VectorField(dimensions=EMBEDDING_DIM)
+    crop_key = models.CharField(max_length=512, blank=True)
+    source_key = models.CharField(max_length=512, blank=True)
+    source_face = models.ForeignKey("Face", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    quality = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            HnswIndex(
+                name="template_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            )
+        ]
+
+
+class Face(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="faces")
+    image = models.ForeignKey("jobs.Image", on_delete=models.CASCADE, related_name="faces")
+    # Position of the face in the detector's output, so re-processing an image
+    # replaces its faces instead of adding copies.
+    ordinal = models.PositiveIntegerField()
+    box_x = models.FloatField()
+    box_y = models.FloatField()
+    box_w = models.FloatField()
+    box_h = models.FloatField()
+    landmarks = models.JSONField()
+    det_score = models.FloatField()
+    quality = models.FloatField(default=0.0)
+    embedding = VectorField(dimensions=EMBEDDING_DIM)
+    identity = models.ForeignKey(Identity, null=True, blank=True, on_delete=models.SET_NULL, related_name="faces")
+    similarity = models.FloatField(null=True, blank=True)
+    crop_key = models.CharField(max_length=512, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["image_id", "ordinal"]
+        constraints = [models.UniqueConstraint(fields=["image", "ordinal"], name="unique_face_ordinal_per_image")]
+        indexes = [
+            HnswIndex(
+                name="face_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            models.Index(fields=["owner", "identity"]),
+        ]
+
+    @property
+    def box(self) -> list[float]:
+        return [self.box_x, self.box_y, self.box_w, self.box_h]
+
+
+class Rejection(models.Model):
+    """A user's "not this person": the face must never match this identity."""
+
+    face = models.ForeignKey(Face, on_delete=models.CASCADE, related_name="rejections")
+    identity = models.ForeignKey(Identity, on_delete=models.CASCADE, related_name="rejections")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["face", "identity"], name="unique_rejection")]

@@ -1,0 +1,112 @@
+import json
+
+from django.db.models import Count
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from backend.core.errors import ServiceError
+from backend.core.uploads import uploads_from_request
+from backend.gallery.models import Face
+from backend.gallery.serializers import FaceSerializer
+from backend.reports import selectors as report_selectors
+
+from . import services
+from .models import Image, Job
+from .serializers import ImageSerializer, JobSerializer
+
+
+def _paginate(view, request, queryset, serializer_class):
+    paginator = view.paginator if hasattr(view, "paginator") else None
+    from backend.core.pagination import Pagination
+
+    paginator = paginator or Pagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+class JobListApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(responses=JobSerializer(many=True))
+    def get(self, request):
+        return _paginate(self, request, Job.objects.filter(owner=request.user), JobSerializer)
+
+    @extend_schema(request={"multipart/form-data": {"type": "object", "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "options": {"type": "string", "description": "JSON object of job options"},
+    }}}, responses={202: JobSerializer})
+    def post(self, request):
+        options = {}
+        if request.data.get("options"):
+            try:
+                options = json.loads(request.data["options"])
+            except json.JSONDecodeError as exc:
+                raise ServiceError("invalid", f"options must be a JSON object: {exc}", field="options")
+            if not isinstance(options, dict):
+                raise ServiceError("invalid", "options must be a JSON object", field="options")
+        job, created = services.submit_job(
+            owner=request.user,
+            uploads=uploads_from_request(request),
+            idempotency_key=request.headers.get("Idempotency-Key"),
+            options=options,
+        )
+        response = Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+        response["Location"] = f"/api/v1/jobs/{job.pk}"
+        if not created:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+class JobDetailApi(APIView):
+    @extend_schema(responses=JobSerializer)
+    def get(self, request, job_id: int):
+        return Response(JobSerializer(get_object_or_404(Job, owner=request.user, pk=job_id)).data)
+
+
+class JobImagesApi(APIView):
+    @extend_schema(responses=ImageSerializer(many=True))
+    def get(self, request, job_id: int):
+        job = get_object_or_404(Job, owner=request.user, pk=job_id)
+        images = Image.objects.filter(job=job).annotate(face_count=Count("faces"))
+        if request.query_params.get("status"):
+            images = images.filter(status=request.query_params["status"])
+        return _paginate(self, request, images, ImageSerializer)
+
+
+class JobReportApi(APIView):
+    def get(self, request, job_id: int):
+        job = get_object_or_404(Job, owner=request.user, pk=job_id)
+        with_urls = request.query_params.get("urls", "false").lower() == "true"
+        return Response({
+            "summary": report_selectors.job_summary(job=job),
+            "report": report_selectors.identity_report(owner=request.user, job=job, with_urls=with_urls),
+        })
+
+
+class ImageDetailApi(APIView):
+    @extend_schema(responses=ImageSerializer)
+    def get(self, request, image_id: int):
+        image = get_object_or_404(Image.objects.annotate(face_count=Count("faces")), owner=request.user, pk=image_id)
+        data = ImageSerializer(image).data
+        data["face_list"] = FaceSerializer(image.faces.select_related("identity", "image"), many=True).data
+        return Response(data)
+
+
+class FaceListApi(APIView):
+    @extend_schema(responses=FaceSerializer(many=True))
+    def get(self, request):
+        faces = Face.objects.filter(owner=request.user).select_related("identity", "image")
+        params = request.query_params
+        if params.get("job"):
+            faces = faces.filter(image__job_id=params["job"])
+        if params.get("image"):
+            faces = faces.filter(image_id=params["image"])
+        if params.get("identity"):
+            faces = faces.filter(identity_id=params["identity"])
+        if params.get("unknown", "").lower() == "true":
+            faces = faces.filter(identity__isnull=True)
+        return _paginate(self, request, faces.order_by("id"), FaceSerializer)

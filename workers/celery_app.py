@@ -1,0 +1,27 @@
+"""The Celery app: reads Django settings with the CELERY_ prefix."""
+import os
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_ready
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings")
+
+app = Celery("faceindex")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["workers"], related_name="tasks")
+
+
+@worker_process_init.connect
+def load_models(**_):
+    # Load the face models once per worker process, before the first task,
+    # instead of paying for it inside a task's time limit.
+    from backend.core.pipeline import get_pipeline
+
+    get_pipeline()
+
+
+@worker_ready.connect
+def requeue_abandoned(sender=None, **_):
+    from backend.jobs.services import requeue_orphans
+
+    requeue_orphans(worker_name=sender.hostname)
