@@ -54,6 +54,11 @@ def _live_process(name: str, var_dir: Path | None) -> psutil.Process | None:
         return None
 
 
+def names(var_dir: Path | None = None) -> list[str]:
+    """Names of all processes with a PID file under the var dir."""
+    return sorted(path.stem for path in (Path(var_dir or default_var_dir()) / "run").glob("*.pid"))
+
+
 def pid(name: str, var_dir: Path | None = None) -> int | None:
     process = _live_process(name, var_dir)
     return process.pid if process else None

