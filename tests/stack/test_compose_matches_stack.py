@@ -1,0 +1,23 @@
+"""docker-compose.yml and the embedded stack must hand the app the same settings."""
+from pathlib import Path
+
+import yaml
+
+from deploy.stack import Stack
+
+COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+DJANGO_ONLY = {"DJANGO_SECRET_KEY", "DJANGO_DEBUG", "DJANGO_ALLOWED_HOSTS"}
+
+
+def test_api_and_worker_get_the_embedded_stacks_variable_names():
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    stack_names = set(Stack.for_tests().env())
+    for service in ("api", "worker"):
+        assert set(services[service]["environment"]) == stack_names | DJANGO_ONLY, service
+
+
+def test_worker_runs_celery_and_api_runs_gunicorn():
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    assert services["worker"]["command"][:3] == ["celery", "-A", "workers.celery_app"]
+    assert "gunicorn backend.config.wsgi" in " ".join(services["api"]["command"])
+    assert services["db"]["image"].startswith("pgvector/pgvector:")
