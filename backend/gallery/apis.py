@@ -21,7 +21,7 @@ class IdentityListApi(APIView):
     def get(self, request):
         identities = Identity.objects.filter(owner=request.user).annotate(
             template_count=Count("templates", distinct=True), face_count=Count("faces", distinct=True)
-        )
+        ).order_by("name", "id")
         if request.query_params.get("search"):
             identities = identities.filter(name__icontains=request.query_params["search"])
         paginator = Pagination()

@@ -70,6 +70,11 @@ def enroll_from_uploads(*, identity: Identity, uploads: list[Upload]) -> EnrollS
         for blob in iter_upload(upload.name, upload.fileobj, upload.size):
             result = EnrollResult(blob.name)
             summary.results.append(result)
+            source_key = f"sha256:{blob.sha256}"
+            existing = Template.objects.filter(identity=identity, source_key=source_key).first()
+            if existing is not None:  # re-enrolling the same photo adds nothing
+                result.template_id, result.faces_found = existing.pk, 1
+                continue
             try:
                 decoded = decode_image(blob.data, max_pixels=settings.FACEINDEX_MAX_PIXELS)
             except ImageDecodeError as exc:
@@ -86,7 +91,8 @@ def enroll_from_uploads(*, identity: Identity, uploads: list[Upload]) -> EnrollS
             key = _template_crop_key(identity)
             storage.put_bytes(key, encode_jpeg(face.crop), "image/jpeg")
             template = Template.objects.create(
-                owner_id=identity.owner_id, identity=identity, embedding=face.embedding, crop_key=key, quality=face.quality
+                owner_id=identity.owner_id, identity=identity, embedding=face.embedding, crop_key=key,
+                source_key=source_key, quality=face.quality,
             )
             result.template_id = template.pk
             new_template_ids.append(template.pk)

@@ -71,7 +71,7 @@ class JobImagesApi(APIView):
     @extend_schema(responses=ImageSerializer(many=True))
     def get(self, request, job_id: int):
         job = get_object_or_404(Job, owner=request.user, pk=job_id)
-        images = Image.objects.filter(job=job).annotate(face_count=Count("faces"))
+        images = Image.objects.filter(job=job).annotate(face_count=Count("faces")).order_by("id")
         if request.query_params.get("status"):
             images = images.filter(status=request.query_params["status"])
         return _paginate(self, request, images, ImageSerializer)

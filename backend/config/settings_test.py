@@ -1,0 +1,9 @@
+"""Settings for the test suite: the same settings, pointed at the test stack."""
+import os
+
+os.environ["FACEINDEX_STACK"] = "test"
+
+from .settings import *  # noqa: E402,F401,F403
+
+# Faster password hashing: tests create many users.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,107 @@
+"""Session fixtures: the real embedded stack (PostgreSQL+pgvector, Redis, S3)
+and a real Celery worker process, started once for the whole run."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+@pytest.fixture(scope="session")
+def test_stack():
+    from deploy.stack import Stack
+
+    stack = Stack.for_tests()
+    stack.start()
+    yield stack
+    if os.environ.get("FACEINDEX_KEEP_TEST_STACK") != "1":
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(test_stack, django_db_blocker):
+    """Use the test stack's database directly: migrate it and empty it."""
+    from django.core.management import call_command
+
+    with django_db_blocker.unblock():
+        call_command("migrate", verbosity=0)
+        call_command("flush", verbosity=0, interactive=False)
+    import redis
+    from django.conf import settings
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess (solo pool, one fixed node name)."""
+
+    NODE_NAME = "test-worker@faceindex"
+
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, DJANGO_SETTINGS_MODULE="backend.config.settings_test", PYTHONUNBUFFERED="1")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool=solo",
+             "-n", self.NODE_NAME, "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 90.0) -> None:
+        from workers.celery_app import app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
+            if app.control.ping(destination=[self.NODE_NAME], timeout=0.5):
+                return
+        raise RuntimeError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL, as when the OOM killer or a power cut takes the worker."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(test_stack, django_db_setup):
+    worker = WorkerProcess(Path(test_stack.var_dir) / "log" / "worker.log")
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_archive(tmp_path_factory):
+    from deploy.sample_archive import build
+
+    return build(tmp_path_factory.mktemp("sample"))
