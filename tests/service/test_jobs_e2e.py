@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from backend.core import storage
+from backend.core.pipeline import get_pipeline
 from backend.gallery.models import Face
 from backend.jobs.models import Image, Job
 
@@ -33,7 +34,7 @@ def test_archive_indexed_end_to_end_finds_enrolled_people_and_not_strangers(api,
     assert found == sample_archive.appearances
     for row in report["report"]["identities"]:
         assert row["identity_id"] == ids[row["name"]]
-        assert all(f["similarity"] >= 0.38 for f in row["faces"])
+        assert all(f["similarity"] >= get_pipeline().threshold for f in row["faces"])
     strangers = sum(sample_archive.strangers_in.values())
     assert report["summary"]["unknown_faces"] == strangers
     failures = {f["original_name"]: f["error_code"] for f in report["summary"]["failures"]}
