@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import stat
 import subprocess
 from pathlib import Path
 
+import psutil
 import psycopg
 
 from deploy.processes import log_tail
@@ -46,7 +48,7 @@ class Postgres:
         return f"postgres://{self.user}:{self.password}@127.0.0.1:{self.port}/{database or self.database}"
 
     def start(self) -> None:
-        if self.healthy():
+        if self.pid() is not None and self.healthy():
             return
         self._prepare_dirs()
         if not (self.data_dir / "PG_VERSION").exists():
@@ -62,19 +64,36 @@ class Postgres:
             ) from None
         self._create_database()
 
-    def stop(self) -> None:
-        if self.pid() is None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fast shutdown (what `pg_ctl -m fast` sends), then immediate if it hangs.
+
+        Signalled from here rather than through pg_ctl: as root we can always
+        reach the data dir, while the cluster's user may have lost its way in
+        (pytest re-tightens its temp root to 0700 whenever a session starts).
+        """
+        postmaster = self._postmaster()
+        if postmaster is None:
             return
-        self._run_pg("pg_ctl", "-D", self.data_dir, "-m", "fast", "-w", "-t", 30, "stop")
+        postmaster.send_signal(signal.SIGINT)
+        _, alive = psutil.wait_procs([postmaster], timeout=timeout)
+        if alive:
+            postmaster.send_signal(signal.SIGQUIT)
+            psutil.wait_procs(alive, timeout=10)
 
     def pid(self) -> int | None:
-        """PID of the postmaster if pg_ctl reports it running."""
-        if not (self.data_dir / "postmaster.pid").exists():
-            return None
-        result = self._run_pg("pg_ctl", "-D", self.data_dir, "status", check=False)
-        if result.returncode != 0:
-            return None
-        return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        postmaster = self._postmaster()
+        return postmaster.pid if postmaster else None
+
+    def _postmaster(self) -> psutil.Process | None:
+        """The running postmaster of this data dir, per its postmaster.pid."""
+        try:
+            pid_text = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
+            process = psutil.Process(int(pid_text))
+            if process.name() == "postgres" and process.status() != psutil.STATUS_ZOMBIE:
+                return process
+        except (FileNotFoundError, ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+        return None  # not running, or a stale file after a crash
 
     def healthy(self) -> bool:
         try:
@@ -84,7 +103,9 @@ class Postgres:
             return False
 
     def status(self) -> dict:
-        return {"pid": self.pid(), "port": self.port, "healthy": self.healthy(), "data_dir": str(self.data_dir)}
+        pid = self.pid()
+        return {"pid": pid, "port": self.port, "healthy": pid is not None and self.healthy(),
+                "data_dir": str(self.data_dir)}
 
     # -- running as a non-root user ------------------------------------------
 
@@ -96,7 +117,7 @@ class Postgres:
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [],
                 "env": {**os.environ, "HOME": str(self.root), "USER": PG_SYSTEM_USER}}
 
-    def _run_pg(self, program: str, *args, check: bool = True) -> subprocess.CompletedProcess:
+    def _run_pg(self, program: str, *args) -> subprocess.CompletedProcess:
         # stdout/stderr go to files, not pipes: pg_ctl's postmaster inherits
         # them and a pipe would keep us waiting until the server exits.
         argv = [str(pg_bin_dir() / program), *map(str, args)]
@@ -105,7 +126,7 @@ class Postgres:
                                     cwd=self.root, **self._run_as())
             output.seek(0)
             text = output.read()
-        if check and result.returncode != 0:
+        if result.returncode != 0:
             raise subprocess.CalledProcessError(result.returncode, argv, output=text, stderr=text)
         return subprocess.CompletedProcess(argv, result.returncode, stdout=text)
 

@@ -69,7 +69,9 @@ class Redis:
             return False
 
     def status(self) -> dict:
-        return {"pid": self.pid(), "port": self.port, "healthy": self.healthy(), "data_dir": str(self.data_dir)}
+        pid = self.pid()
+        return {"pid": pid, "port": self.port, "healthy": pid is not None and self.healthy(),
+                "data_dir": str(self.data_dir)}
 
     def log_path(self) -> Path:
         return processes.log_file(PROCESS_NAME, self.var_dir)

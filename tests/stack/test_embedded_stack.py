@@ -5,6 +5,7 @@ No Django here: the stack must work before the app exists.
 from __future__ import annotations
 
 import io
+import shutil
 import signal
 import socket
 import time
@@ -18,19 +19,24 @@ from minio.error import S3Error
 
 from deploy import processes, redis_broker
 from deploy.ports import StackPorts
+from deploy.processes import REPO_ROOT
 from deploy.stack import Stack
 
 SELF_TEST_PORT_BASE = 15600  # neither the demo's (15400) nor the test stack's (15500)
+# Under the repo's var/, not pytest's tmp dir: as root, PostgreSQL runs as its
+# own user, and pytest re-closes its temp root (0700) whenever any session starts.
+SELF_TEST_VAR_DIR = REPO_ROOT / "var" / "stack-selftest"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("var"), StackPorts.from_base(SELF_TEST_PORT_BASE))
-    started = time.monotonic()
+def stack():
+    stack = Stack(SELF_TEST_VAR_DIR, StackPorts.from_base(SELF_TEST_PORT_BASE))
+    stack.stop()  # whatever an interrupted earlier run left behind
+    shutil.rmtree(SELF_TEST_VAR_DIR, ignore_errors=True)
     stack.start()
-    stack.first_start_s = time.monotonic() - started
     yield stack
     stack.stop()
+    shutil.rmtree(SELF_TEST_VAR_DIR, ignore_errors=True)
 
 
 def test_env_has_the_app_settings(stack):
