@@ -2,6 +2,7 @@
 and a real Celery worker process, started once for the whole run."""
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -21,10 +22,19 @@ def test_stack():
     from deploy.stack import Stack
 
     stack = Stack.for_tests()
-    stack.start()
-    yield stack
-    if os.environ.get("FACEINDEX_KEEP_TEST_STACK") != "1":
-        stack.stop()
+    # One test session at a time per test stack: a second concurrent run (two
+    # developers in one checkout) would flush the first one's database.
+    stack.var_dir.mkdir(parents=True, exist_ok=True)
+    with open(stack.var_dir / "session.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("\nwaiting for another test session to release the test stack…", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        stack.start()
+        yield stack
+        if os.environ.get("FACEINDEX_KEEP_TEST_STACK") != "1":
+            stack.stop()
 
 
 @pytest.fixture(scope="session")
