@@ -175,3 +175,30 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": setting("LOG_LEVEL", "INFO")},
 }
+
+# --- Archive ingest, batching, sweeps, webhooks (docs/ingest-and-reports.md) ---
+# Server-side folders a job may import from (os.pathsep- or comma-separated
+# absolute paths). Empty: folder imports are refused.
+FACEINDEX_IMPORT_ROOTS = [p for p in setting("FACEINDEX_IMPORT_ROOTS", "").replace(os.pathsep, ",").split(",") if p]
+# Buckets an s3://bucket/prefix import may read ("*": any the credentials reach).
+# Our own S3_BUCKET is always refused: it holds every owner's originals.
+FACEINDEX_IMPORT_S3_BUCKETS = [b for b in setting("FACEINDEX_IMPORT_S3_BUCKETS", "").split(",") if b]
+FACEINDEX_IMPORT_S3_ENDPOINT = setting("FACEINDEX_IMPORT_S3_ENDPOINT", S3_ENDPOINT)
+FACEINDEX_IMPORT_S3_ACCESS_KEY = setting("FACEINDEX_IMPORT_S3_ACCESS_KEY", S3_ACCESS_KEY)
+FACEINDEX_IMPORT_S3_SECRET_KEY = setting("FACEINDEX_IMPORT_S3_SECRET_KEY", S3_SECRET_KEY)
+FACEINDEX_IMPORT_S3_SECURE = setting("FACEINDEX_IMPORT_S3_SECURE", str(S3_SECURE)).lower() == "true"
+FACEINDEX_IMPORT_S3_REGION = setting("FACEINDEX_IMPORT_S3_REGION", S3_REGION)
+FACEINDEX_IMPORT_MAX_FILES = int(setting("FACEINDEX_IMPORT_MAX_FILES", "2000000"))
+# Images per worker task: detection runs per image, embedding of all their
+# faces in one batch. 8 suits a CPU worker; raise it (32-64) on a GPU.
+FACEINDEX_BATCH_SIZE = int(setting("FACEINDEX_BATCH_SIZE", "8"))
+# Lost-message sweep (runs at worker start and every interval in one worker):
+# PENDING images of live jobs queued longer ago than MIN_AGE and absent from
+# the broker are re-sent; PROCESSING ones older than STALE are reset first.
+FACEINDEX_SWEEP_INTERVAL_S = int(setting("FACEINDEX_SWEEP_INTERVAL_S", "300"))
+FACEINDEX_SWEEP_MIN_AGE_S = int(setting("FACEINDEX_SWEEP_MIN_AGE_S", "600"))
+FACEINDEX_SWEEP_STALE_PROCESSING_S = int(setting("FACEINDEX_SWEEP_STALE_PROCESSING_S", str(CELERY_TASK_TIME_LIMIT * 2)))
+# Completion webhooks: per-attempt timeout, attempts in all, first retry delay (doubles each time).
+FACEINDEX_WEBHOOK_TIMEOUT_S = float(setting("FACEINDEX_WEBHOOK_TIMEOUT_S", "10"))
+FACEINDEX_WEBHOOK_MAX_ATTEMPTS = int(setting("FACEINDEX_WEBHOOK_MAX_ATTEMPTS", "6"))
+FACEINDEX_WEBHOOK_BACKOFF_S = float(setting("FACEINDEX_WEBHOOK_BACKOFF_S", "2"))

@@ -15,10 +15,18 @@ class Job(models.Model):
     # sha256 over the submitted content: the same key with a different body is a conflict.
     request_fingerprint = models.CharField(max_length=64, blank=True)
     options = models.JSONField(default=dict, blank=True)
+    # Where the images came from: "upload" (multipart/zip), "s3" (s3://bucket/prefix)
+    # or "folder" (a server-side path under FACEINDEX_IMPORT_ROOTS).
+    source = models.CharField(max_length=16, default="upload")
+    source_uri = models.CharField(max_length=2048, blank=True)
+    # Completion webhook for this job; empty falls back to the owner's WebhookEndpoint.
+    webhook_url = models.URLField(max_length=2048, blank=True)
     total_images = models.PositiveIntegerField(default=0)
     processed_images = models.PositiveIntegerField(default=0)
     failed_images = models.PositiveIntegerField(default=0)
     faces_found = models.PositiveIntegerField(default=0)
+    # Images whose content was already indexed for this owner (counted in processed_images).
+    linked_images = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -50,8 +58,13 @@ class Image(models.Model):
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="images")
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="images")
-    object_key = models.CharField(max_length=512)
-    sha256 = models.CharField(max_length=64, db_index=True)
+    object_key = models.CharField(max_length=1024)
+    # Empty: our own bucket. Else an imported S3 source bucket (the object is
+    # referenced, not copied). For folder imports the absolute file path.
+    source_bucket = models.CharField(max_length=255, blank=True)
+    source_path = models.CharField(max_length=4096, blank=True)
+    # Known at upload time; for S3/folder imports filled in by the worker when it reads the bytes.
+    sha256 = models.CharField(max_length=64, db_index=True, blank=True)
     size_bytes = models.BigIntegerField()
     original_name = models.CharField(max_length=1024, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
@@ -63,6 +76,14 @@ class Image(models.Model):
     gps_lat = models.FloatField(null=True, blank=True)
     gps_lon = models.FloatField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Dedup: the same content was already indexed for this owner; its faces
+    # belong to that image and are not copied.
+    linked_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="links")
+    # Per-stage seconds (decode, detect_embed, match, write; the batch's shared
+    # detect/embed time is split evenly over its images).
+    timings = models.JSONField(default=dict, blank=True)
+    # When the last message for this image was sent: the sweep re-sends old ones lost by the broker.
+    queued_at = models.DateTimeField(null=True, blank=True)
     # Celery node that holds the image while PROCESSING: a restarted node
     # re-queues what it held when it died (see jobs.services.requeue_orphans).
     worker = models.CharField(max_length=255, blank=True)
@@ -76,3 +97,36 @@ class Image(models.Model):
 
     def __str__(self) -> str:
         return self.original_name or self.object_key
+
+
+class WebhookEndpoint(models.Model):
+    """The owner's default completion webhook and the secret that signs every delivery."""
+
+    owner = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook")
+    url = models.URLField(max_length=2048, blank=True)
+    secret = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class WebhookDelivery(models.Model):
+    """One webhook event and every attempt to deliver it (the delivery log)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event = models.CharField(max_length=64)
+    url = models.URLField(max_length=2048)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.JSONField(default=list, blank=True)  # [{at, status_code, error, seconds}]
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["job", "event"], name="unique_webhook_event_per_job")]
