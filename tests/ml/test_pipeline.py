@@ -233,3 +233,18 @@ def test_gray_and_bgra_inputs_are_accepted(pipeline, astronaut):
     assert len(pipeline.process(gray)) == 1 and len(pipeline.process(bgra)) == 1
     with pytest.raises(ValueError):
         pipeline.detect(astronaut.astype(np.float32))
+
+
+def test_retinaface_detector_agrees_with_yunet(pipeline, group_photo):
+    from ml.pipeline import FacePipeline
+
+    retina = FacePipeline.from_manifest(detector="retinaface-mobilenet")
+    assert retina.detector_id == "retinaface-mobilenet"
+    faces = retina.process(group_photo)
+    assert len(faces) == 6 and all(f.score > 0.95 for f in faces)
+    yunet = pipeline.process(group_photo)
+    sims = cosine_similarity(np.stack([f.embedding for f in faces]), np.stack([f.embedding for f in yunet]))
+    for i, j in enumerate(sims.argmax(axis=1)):
+        assert sims[i, j] > pipeline.threshold  # same person through either detector's landmarks
+        assert np.linalg.norm(faces[i].landmarks - yunet[j].landmarks, axis=1).mean() < 0.15 * yunet[j].box[2]
+    assert retina.detect(np.full((480, 640, 3), 127, np.uint8)) == []
