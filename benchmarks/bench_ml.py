@@ -45,6 +45,8 @@ def _best_ms(fn, repeats: int) -> float:
 
 def bench(pipeline: FacePipeline, threads: int, repeats: int) -> dict:
     cv2.setNumThreads(threads)
+    if hasattr(pipeline.detector, "set_num_threads"):  # onnxruntime-backed detectors
+        pipeline.detector.set_num_threads(threads)
     group = _group_photo()
     vga = cv2.resize(group, (640, 480), interpolation=cv2.INTER_AREA)
     crops = [pipeline.align(group, f.landmarks) for f in pipeline.detect(group)]

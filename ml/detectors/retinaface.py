@@ -42,9 +42,18 @@ class RetinaFaceDetector:
         self.nms_threshold = float(opts.get("nms_threshold", 0.4))
         self.max_side = int(opts.get("max_side", 640))
         self.min_side = int(opts.get("min_side", 160))
+        self._model_bytes = model_bytes
+        self.set_num_threads(int(opts.get("threads", 0)))
+
+    def set_num_threads(self, threads: int) -> None:
+        """onnxruntime intra-op threads (0 = one per core); cv2.setNumThreads does not reach it."""
+        import onnxruntime as ort
+
         session_options = ort.SessionOptions()
         session_options.log_severity_level = 3
-        self._session = ort.InferenceSession(model_bytes, session_options, providers=["CPUExecutionProvider"])
+        session_options.intra_op_num_threads = threads
+        self._session = ort.InferenceSession(self._model_bytes, session_options,
+                                             providers=["CPUExecutionProvider"])
 
     def detect(self, img: np.ndarray) -> list[DetectedFace]:
         height, width = img.shape[:2]
