@@ -1,26 +1,40 @@
 """Thin Celery tasks: each calls one backend service."""
 import logging
+import threading
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_ready, worker_shutdown
 
 log = logging.getLogger(__name__)
 
 
+@shared_task(name="faceindex.process_batch", bind=True, max_retries=3, acks_late=True)
+def process_batch(self, image_ids: list[int]) -> None:
+    _process(self, image_ids)
+
+
 @shared_task(name="faceindex.process_image", bind=True, max_retries=3, acks_late=True)
 def process_image(self, image_id: int) -> None:
+    """Kept for messages queued before batching; same as a batch of one."""
+    _process(self, [image_id])
+
+
+def _process(self, image_ids: list[int]) -> None:
     from backend.jobs import processing, services
 
     try:
-        processing.process_image(image_id, worker_name=self.request.hostname)
+        processing.process_images(image_ids, worker_name=self.request.hostname)
     except SoftTimeLimitExceeded:
-        services.fail_image(image_id, code="timeout", message="processing exceeded the task time limit")
+        for image_id in image_ids:
+            services.fail_image(image_id, code="timeout", message="processing exceeded the task time limit")
     except Exception as exc:  # infrastructure hiccup (storage, database): retry, then give up with a reason
         if self.request.retries >= self.max_retries:
-            log.exception("image %s failed after %d retries", image_id, self.request.retries)
-            services.fail_image(image_id, code="internal_error", message=f"{type(exc).__name__}: {exc}")
+            log.exception("images %s failed after %d retries", image_ids, self.request.retries)
+            for image_id in image_ids:
+                services.fail_image(image_id, code="internal_error", message=f"{type(exc).__name__}: {exc}")
             return
-        services.release_image(image_id)
+        services.release_images(image_ids)
         raise self.retry(exc=exc, countdown=2 ** self.request.retries)
 
 
@@ -29,3 +43,68 @@ def rematch_faces(owner_id: int, *, face_ids=None, template_ids=None, identity_i
     from backend.gallery import services
 
     return services.rematch(owner_id=owner_id, face_ids=face_ids, template_ids=template_ids, identity_ids=identity_ids)
+
+
+@shared_task(name="faceindex.deliver_webhook", bind=True, acks_late=True, max_retries=None)
+def deliver_webhook(self, delivery_id: int) -> None:
+    from backend.jobs import webhooks
+
+    retry_in = webhooks.attempt(delivery_id)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in)
+
+
+@shared_task(name="faceindex.sweep_lost_images", acks_late=True)
+def sweep_lost_images() -> int:
+    from backend.jobs import services
+
+    return services.sweep_lost_images()
+
+
+# -- the lost-message sweep: at worker start, then every interval -------------------
+
+_sweeper_stop = threading.Event()
+SWEEP_LOCK = "faceindex:sweep-lock"
+
+
+def _sweep_once(app) -> None:
+    from django.conf import settings
+    from django.db import close_old_connections
+
+    from backend.jobs import services
+
+    # One sweep per interval across all workers: the first to take the lock runs it.
+    with app.connection_for_write() as connection:
+        client = connection.default_channel.client
+        if not client.set(SWEEP_LOCK, "1", nx=True, ex=max(1, settings.FACEINDEX_SWEEP_INTERVAL_S - 1)):
+            return
+    close_old_connections()
+    try:
+        services.sweep_lost_images()
+    finally:
+        close_old_connections()
+
+
+def _sweep_forever(app, interval: float) -> None:
+    while True:
+        try:
+            _sweep_once(app)
+        except Exception:  # the broker or the database is down: try again next round
+            log.warning("lost-message sweep failed", exc_info=True)
+        if _sweeper_stop.wait(interval):
+            return
+
+
+@worker_ready.connect
+def start_sweeper(sender=None, **_):
+    from django.conf import settings
+
+    if settings.FACEINDEX_SWEEP_INTERVAL_S <= 0:
+        return
+    threading.Thread(target=_sweep_forever, args=(sender.app, settings.FACEINDEX_SWEEP_INTERVAL_S),
+                     name="faceindex-sweeper", daemon=True).start()
+
+
+@worker_shutdown.connect
+def stop_sweeper(**_):
+    _sweeper_stop.set()

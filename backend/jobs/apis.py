@@ -4,7 +4,7 @@ from django.db.models import Count
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -15,8 +15,9 @@ from backend.gallery.serializers import FaceSerializer
 from backend.reports import selectors as report_selectors
 
 from . import services
-from .models import Image, Job
-from .serializers import ImageSerializer, JobSerializer
+from . import webhooks
+from .models import Image, Job, WebhookDelivery
+from .serializers import ImageSerializer, JobSerializer, WebhookDeliverySerializer, WebhookEndpointSerializer
 
 
 def _paginate(view, request, queryset, serializer_class):
@@ -28,37 +29,103 @@ def _paginate(view, request, queryset, serializer_class):
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
+def _options(raw) -> dict:
+    if not raw:
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ServiceError("invalid", f"options must be a JSON object: {exc}", field="options")
+    if not isinstance(raw, dict):
+        raise ServiceError("invalid", "options must be a JSON object", field="options")
+    return raw
+
+
+def _webhook_url(raw) -> str:
+    from django.core.exceptions import ValidationError
+    from django.core.validators import URLValidator
+
+    if not raw:
+        return ""
+    try:
+        URLValidator(schemes=["http", "https"])(raw)
+    except ValidationError:
+        raise ServiceError("invalid", "webhook_url must be an http(s) URL", field="webhook_url")
+    return raw
+
+
 class JobListApi(APIView):
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
 
     @extend_schema(responses=JobSerializer(many=True))
     def get(self, request):
         return _paginate(self, request, Job.objects.filter(owner=request.user), JobSerializer)
 
-    @extend_schema(request={"multipart/form-data": {"type": "object", "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-        "options": {"type": "string", "description": "JSON object of job options"},
-    }}}, responses={202: JobSerializer})
+    @extend_schema(request={
+        "multipart/form-data": {"type": "object", "properties": {
+            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+            "options": {"type": "string", "description": "JSON object of job options"},
+            "webhook_url": {"type": "string", "description": "completion webhook for this job"},
+        }},
+        "application/json": {"type": "object", "properties": {
+            "source": {"type": "string", "description": "s3://bucket/prefix or an absolute folder under FACEINDEX_IMPORT_ROOTS"},
+            "options": {"type": "object"},
+            "webhook_url": {"type": "string"},
+        }, "required": ["source"]},
+    }, responses={202: JobSerializer})
     def post(self, request):
-        options = {}
-        if request.data.get("options"):
-            try:
-                options = json.loads(request.data["options"])
-            except json.JSONDecodeError as exc:
-                raise ServiceError("invalid", f"options must be a JSON object: {exc}", field="options")
-            if not isinstance(options, dict):
-                raise ServiceError("invalid", "options must be a JSON object", field="options")
-        job, created = services.submit_job(
-            owner=request.user,
-            uploads=uploads_from_request(request),
-            idempotency_key=request.headers.get("Idempotency-Key"),
-            options=options,
-        )
+        options = _options(request.data.get("options"))
+        webhook_url = _webhook_url(request.data.get("webhook_url"))
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if request.data.get("source") and not request.FILES:
+            job, created = services.submit_import(owner=request.user, source=request.data["source"],
+                                                  idempotency_key=idempotency_key, options=options,
+                                                  webhook_url=webhook_url)
+        else:
+            job, created = services.submit_job(owner=request.user, uploads=uploads_from_request(request),
+                                               idempotency_key=idempotency_key, options=options,
+                                               webhook_url=webhook_url)
         response = Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
         response["Location"] = f"/api/v1/jobs/{job.pk}"
         if not created:
             response["Idempotent-Replayed"] = "true"
         return response
+
+
+class JobCancelApi(APIView):
+    @extend_schema(request=None, responses=JobSerializer)
+    def post(self, request, job_id: int):
+        job = services.cancel_job(get_object_or_404(Job, owner=request.user, pk=job_id))
+        return Response(JobSerializer(job).data)
+
+
+class WebhookEndpointApi(APIView):
+    """The owner's default completion webhook URL and signing secret."""
+
+    parser_classes = [JSONParser, FormParser]
+
+    @extend_schema(responses=WebhookEndpointSerializer)
+    def get(self, request):
+        return Response(WebhookEndpointSerializer(webhooks.endpoint_for(request.user)).data)
+
+    @extend_schema(request=WebhookEndpointSerializer, responses=WebhookEndpointSerializer)
+    def put(self, request):
+        endpoint = webhooks.endpoint_for(request.user)
+        endpoint.url = _webhook_url(request.data.get("url", ""))
+        endpoint.save(update_fields=["url", "updated_at"])
+        return Response(WebhookEndpointSerializer(endpoint).data)
+
+
+class WebhookDeliveryListApi(APIView):
+    """The delivery log (?job=)."""
+
+    @extend_schema(responses=WebhookDeliverySerializer(many=True))
+    def get(self, request):
+        deliveries = WebhookDelivery.objects.filter(owner=request.user)
+        if request.query_params.get("job"):
+            deliveries = deliveries.filter(job_id=request.query_params["job"])
+        return _paginate(self, request, deliveries.order_by("-id"), WebhookDeliverySerializer)
 
 
 class JobDetailApi(APIView):

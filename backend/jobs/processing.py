@@ -1,9 +1,21 @@
-"""Index one stored image: decode, detect, align, embed, match, write faces."""
+"""Index stored images in batches: read, decode, detect, align, embed, match, write faces.
+
+A batch shares one embedding call for all its faces; everything else is per
+image, and every image is written in its own transaction, so one bad image
+fails alone and a re-run of a finished image is a no-op (idempotent).
+"""
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -12,10 +24,36 @@ from backend.core.pipeline import encode_jpeg, get_pipeline
 from backend.gallery import matching
 from backend.gallery.models import Face
 
-from . import services
+from . import dedup, services, sources
 from .models import Image
 
 log = logging.getLogger(__name__)
+
+STAGES = ("decode", "detect", "embed", "match", "write")
+
+
+class SourceUnreadable(Exception):
+    """The image's bytes are gone or refused (missing S3 object, file outside the roots)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Work:
+    image: Image
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    decoded: object | None = None
+    faces: list = field(default_factory=list)
+
+    @contextmanager
+    def timed(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
 
 
 def crop_key(image: Image, ordinal: int) -> str:
@@ -33,34 +71,135 @@ def _parse_taken_at(value: str | None):
     return parsed if parsed.tzinfo else timezone.make_aware(parsed, timezone.get_default_timezone())
 
 
+def read_original(image: Image) -> bytes:
+    """The image's bytes from wherever its source keeps them, at most the upload limit (+1 byte)."""
+    from minio.error import S3Error
+
+    limit = settings.FACEINDEX_MAX_UPLOAD_BYTES
+    if image.source_path:
+        try:
+            return sources.read_folder_file(image.source_path, limit)
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            raise SourceUnreadable("source_missing", f"cannot read {image.original_name}: {exc}")
+    if image.source_bucket:
+        try:
+            return sources.read_s3(image.source_bucket, image.object_key, limit)
+        except S3Error as exc:
+            if exc.code in {"NoSuchKey", "NoSuchBucket", "AccessDenied"}:
+                raise SourceUnreadable("source_missing", f"cannot read s3://{image.source_bucket}/{image.object_key}: {exc.code}")
+            raise
+    return storage.get_bytes(image.object_key)
+
+
 def process_image(image_id: int, *, worker_name: str) -> None:
+    process_images([image_id], worker_name=worker_name)
+
+
+def process_images(image_ids: list[int], *, worker_name: str) -> None:
     from ml.errors import ImageDecodeError
     from ml.decode import decode_image
-    from django.conf import settings
 
-    image = services.claim_image(image_id, worker_name=worker_name)
-    if image is None:
+    claimed = services.claim_images(list(image_ids), worker_name=worker_name)
+    if not claimed:
         return
-    try:
-        data = storage.get_bytes(image.object_key)
-        decoded = decode_image(data, max_pixels=settings.FACEINDEX_MAX_PIXELS)
-    except ImageDecodeError as exc:
-        services.fail_image(image.pk, code=exc.code, message=str(exc))
+    to_embed: list[Work] = []
+    first_of_content: dict[str, Work] = {}
+    duplicates: list[tuple[Work, Work]] = []
+    for image in claimed:
+        work = Work(image)
+        try:
+            with work.timed("decode"):
+                data = read_original(image)
+                if len(data) > settings.FACEINDEX_MAX_UPLOAD_BYTES:
+                    raise SourceUnreadable("file_too_large", f"larger than {settings.FACEINDEX_MAX_UPLOAD_BYTES} bytes")
+                if not image.sha256:
+                    image.sha256 = hashlib.sha256(data).hexdigest()
+                    image.size_bytes = len(data)
+                    Image.objects.filter(pk=image.pk).update(sha256=image.sha256, size_bytes=image.size_bytes)
+                if _link_if_indexed(work, worker_name):
+                    continue
+                if image.sha256 in first_of_content:  # same bytes twice in one batch: index once
+                    duplicates.append((work, first_of_content[image.sha256]))
+                    continue
+                first_of_content[image.sha256] = work
+                work.decoded = decode_image(data, max_pixels=settings.FACEINDEX_MAX_PIXELS)
+        except SourceUnreadable as exc:
+            services.fail_image(image.pk, code=exc.code, message=str(exc))
+            continue
+        except ImageDecodeError as exc:
+            services.fail_image(image.pk, code=exc.code, message=str(exc))
+            continue
+        to_embed.append(work)
+    _detect_and_embed(to_embed)
+    threshold = get_pipeline().threshold
+    for work in to_embed:
+        _write_faces(work, worker_name=worker_name, threshold=threshold)
+    for work, _first in duplicates:
+        if not _link_if_indexed(work, worker_name):
+            # The first copy failed: this one fails for the same reason.
+            first = Image.objects.get(pk=_first.image.pk)
+            services.fail_image(work.image.pk, code=first.error_code or "internal_error",
+                                message=first.error_message or "the same content failed in this batch")
+
+
+def _detect_and_embed(batch: list[Work]) -> None:
+    """Detect per image, then align and embed every face of the batch in one call.
+
+    Mirrors FacePipeline.process_batch, split into its stages so each is timed.
+    """
+    if not batch:
         return
     pipeline = get_pipeline()
-    faces = pipeline.process(decoded.pixels)
-    for ordinal, face in enumerate(faces):
-        storage.put_bytes(crop_key(image, ordinal), encode_jpeg(face.crop), "image/jpeg")
-    threshold = pipeline.threshold
+    detections = []
+    for work in batch:
+        with work.timed("detect"):
+            detections.append(pipeline.detect(work.decoded.pixels))
+    started = time.perf_counter()
+    crops = [pipeline.align(w.decoded.pixels, f.landmarks) for w, faces in zip(batch, detections) for f in faces]
+    embeddings = pipeline.embed_crops(crops) if crops else np.zeros((0, pipeline.embedding_dim), np.float32)
+    embed_seconds = time.perf_counter() - started
+    row = 0
+    for work, faces in zip(batch, detections):
+        # The shared embedding call is charged to images by their share of the faces.
+        work.seconds["embed"] += embed_seconds * len(faces) / max(len(crops), 1)
+        for face in faces:
+            work.faces.append(pipeline._embedded(face, crops[row], embeddings[row]))
+            row += 1
+
+
+def _link_if_indexed(work: Work, worker_name: str) -> bool:
+    """Link the image to this owner's earlier indexing of the same content, if any."""
+    image = work.image
+    canonical = dedup.indexed_images(image.owner_id, {image.sha256}, exclude_id=image.pk).get(image.sha256)
+    if canonical is None:
+        return False
+    with transaction.atomic():
+        locked = Image.objects.select_for_update().get(pk=image.pk)
+        if locked.status != Image.Status.PROCESSING or locked.worker != worker_name:
+            return True
+        dedup.mark_linked(locked, canonical)
+        locked.timings = {k: round(v, 5) for k, v in work.seconds.items()}
+        locked.save()
+        services.finish_image(locked, failed=False, faces_found=canonical.faces, linked=True)
+    return True
+
+
+def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
+    image, decoded, faces = work.image, work.decoded, work.faces
+    with work.timed("write"):
+        for ordinal, face in enumerate(faces):
+            storage.put_bytes(crop_key(image, ordinal), encode_jpeg(face.crop), "image/jpeg")
+    write_started = time.perf_counter()
     with transaction.atomic():
         locked = Image.objects.select_for_update().get(pk=image.pk)
         if locked.status != Image.Status.PROCESSING or locked.worker != worker_name:
             return  # another worker finished or re-claimed it meanwhile
-        matching.configure_vector_search()
+        with work.timed("match"):
+            matching.configure_vector_search()
+            matches = [matching.match_embedding(image.owner_id, face.embedding, threshold=threshold) for face in faces]
         Face.objects.filter(image=locked).delete()
         rows = []
-        for ordinal, face in enumerate(faces):
-            match = matching.match_embedding(image.owner_id, face.embedding, threshold=threshold)
+        for ordinal, (face, match) in enumerate(zip(faces, matches)):
             x, y, w, h = face.box
             rows.append(
                 Face(
@@ -86,5 +225,10 @@ def process_image(image_id: int, *, worker_name: str) -> None:
         locked.processed_at = timezone.now()
         locked.worker = ""
         locked.error_code = locked.error_message = ""
+        # Write time without matching: the DB part here plus the crop uploads above.
+        work.seconds["write"] += time.perf_counter() - write_started - work.seconds["match"]
+        locked.timings = {k: round(v, 5) for k, v in work.seconds.items()}
         locked.save()
         services.finish_image(locked, failed=False, faces_found=len(rows))
+        # Hooks that need this image's new faces (e.g. gallery clustering via
+        # transaction.on_commit) belong here, once per written image.

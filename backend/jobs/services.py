@@ -5,18 +5,24 @@ import hashlib
 import io
 import logging
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable
+from datetime import timedelta
+from typing import BinaryIO, Iterable, Iterator
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from backend.core import storage
 from backend.core.errors import Conflict, ServiceError
 
+from . import dedup
 from .ingest import Blob, iter_upload
 from .models import Image, Job
 
 log = logging.getLogger(__name__)
+
+# Rows per bulk insert / per enqueue round when a job holds very many images.
+IMPORT_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -80,48 +86,128 @@ def _existing_for_key(owner, idempotency_key: str, request_fingerprint: str) -> 
     return job
 
 
-def submit_job(*, owner, uploads: Iterable[Upload], idempotency_key: str | None = None, options: dict | None = None) -> tuple[Job, bool]:
-    """Create a job for the uploads; returns (job, created).
+def _existing_for_key_or_none(owner, idempotency_key: str | None, request_fingerprint: str) -> Job | None:
+    return _existing_for_key(owner, idempotency_key, request_fingerprint) if idempotency_key else None
 
-    With an idempotency key, the same key and the same content return the
-    first job instead of creating another.
-    """
-    options = dict(options or {})
-    stored = store_uploads(owner.pk, uploads)
-    request_fingerprint = fingerprint(stored, options)
-    if idempotency_key:
-        existing = _existing_for_key(owner, idempotency_key, request_fingerprint)
-        if existing is not None:
-            return existing, False
+
+def _create_job_once(owner, idempotency_key: str | None, request_fingerprint: str, create) -> tuple[Job, bool]:
+    """Run ``create()`` in a transaction unless this key already made a job."""
+    existing = _existing_for_key_or_none(owner, idempotency_key, request_fingerprint)
+    if existing is not None:
+        return existing, False
     try:
         with transaction.atomic():
-            job = Job.objects.create(
-                owner=owner,
-                idempotency_key=idempotency_key or None,
-                request_fingerprint=request_fingerprint,
-                options=options,
-                total_images=len(stored),
-            )
-            images = Image.objects.bulk_create(
-                Image(owner=owner, job=job, object_key=b.key, sha256=b.sha256, size_bytes=b.size, original_name=b.name)
-                for b in stored
-            )
-            image_ids = [image.pk for image in images]
-            transaction.on_commit(lambda: enqueue_images(image_ids))
+            job = create()
     except IntegrityError:
         # A concurrent request with the same key won the race.
-        existing = _existing_for_key(owner, idempotency_key, request_fingerprint) if idempotency_key else None
+        existing = _existing_for_key_or_none(owner, idempotency_key, request_fingerprint)
         if existing is None:
             raise
         return existing, False
     return job, True
 
 
+def submit_job(*, owner, uploads: Iterable[Upload], idempotency_key: str | None = None, options: dict | None = None,
+               webhook_url: str = "") -> tuple[Job, bool]:
+    """Create a job for the uploads; returns (job, created).
+
+    With an idempotency key, the same key and the same content return the
+    first job instead of creating another. Content this owner already had
+    indexed is linked to the earlier image instead of being processed again.
+    """
+    options = dict(options or {})
+    stored = store_uploads(owner.pk, uploads)
+    request_fingerprint = fingerprint(stored, options)
+
+    def create() -> Job:
+        job = Job.objects.create(owner=owner, idempotency_key=idempotency_key or None,
+                                 request_fingerprint=request_fingerprint, options=options,
+                                 webhook_url=webhook_url or "", total_images=len(stored))
+        indexed = dedup.indexed_images(owner.pk, {b.sha256 for b in stored})
+        rows = [Image(owner=owner, job=job, object_key=b.key, sha256=b.sha256, size_bytes=b.size, original_name=b.name)
+                for b in stored]
+        for row in rows:
+            if row.sha256 in indexed:
+                dedup.mark_linked(row, indexed[row.sha256])
+        Image.objects.bulk_create(rows)
+        linked = [row for row in rows if row.linked_from_id]
+        if linked:
+            record_linked(job, linked, {row.linked_from_id: indexed[row.sha256].faces for row in linked})
+        job_id = job.pk
+        transaction.on_commit(lambda: enqueue_job(job_id))
+        return job
+
+    return _create_job_once(owner, idempotency_key, request_fingerprint, create)
+
+
+def submit_import(*, owner, source: str, idempotency_key: str | None = None, options: dict | None = None,
+                  webhook_url: str = "") -> tuple[Job, bool]:
+    """Create a job over an S3 prefix or an allow-listed server folder.
+
+    The source is listed lazily and written in chunks of Image rows that
+    point at the files; nothing is read until a worker processes an image.
+    """
+    from . import sources
+
+    options = dict(options or {})
+    parsed = sources.parse_source(source)
+    request_fingerprint = hashlib.sha256(f"{parsed.uri}\n{sorted(options.items())!r}".encode()).hexdigest()
+
+    def create() -> Job:
+        job = Job.objects.create(owner=owner, idempotency_key=idempotency_key or None,
+                                 request_fingerprint=request_fingerprint, options=options, source=parsed.kind,
+                                 source_uri=parsed.uri, webhook_url=webhook_url or "")
+        total, chunk = 0, []
+        for found in sources.iter_source(parsed):
+            chunk.append(Image(owner=owner, job=job, object_key=found.key, source_bucket=found.bucket,
+                               source_path=found.path, size_bytes=found.size, original_name=found.name))
+            if len(chunk) >= IMPORT_CHUNK:
+                Image.objects.bulk_create(chunk)
+                total, chunk = total + len(chunk), []
+        Image.objects.bulk_create(chunk)
+        total += len(chunk)
+        if not total:
+            raise ServiceError("no_files", f"no image files under {parsed.uri}", field="source")
+        job.total_images = total
+        job.save(update_fields=["total_images"])
+        job_id = job.pk
+        transaction.on_commit(lambda: enqueue_job(job_id))
+        return job
+
+    return _create_job_once(owner, idempotency_key, request_fingerprint, create)
+
+
+def record_linked(job: Job, images: list[Image], faces_by_canonical: dict[int, int]) -> None:
+    """Count linked images as processed (their faces are the canonical image's)."""
+    job.processed_images += len(images)
+    job.linked_images += len(images)
+    job.faces_found += sum(faces_by_canonical[i.linked_from_id] for i in images)
+    job.save(update_fields=["processed_images", "linked_images", "faces_found"])
+    _complete_if_done(job)
+
+
+def batches(ids: list[int], size: int | None = None) -> Iterator[list[int]]:
+    size = max(1, size or settings.FACEINDEX_BATCH_SIZE)
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
 def enqueue_images(image_ids: Iterable[int]) -> None:
+    """Send the images to the workers in batches of FACEINDEX_BATCH_SIZE."""
     from workers.celery_app import app
 
-    for image_id in image_ids:
-        app.send_task("faceindex.process_image", args=[image_id])
+    ids = list(image_ids)
+    for batch in batches(ids):
+        Image.objects.filter(id__in=batch).update(queued_at=timezone.now())
+        app.send_task("faceindex.process_batch", args=[batch])
+
+
+def enqueue_job(job_id: int) -> int:
+    """Queue every PENDING image of a job, in chunks (a job may hold millions)."""
+    ids = list(Image.objects.filter(job_id=job_id, status=Image.Status.PENDING).order_by("id").values_list("id", flat=True))
+    for start in range(0, len(ids), IMPORT_CHUNK):
+        enqueue_images(ids[start:start + IMPORT_CHUNK])
+    return len(ids)
 
 
 def requeue_orphans(*, worker_name: str) -> int:
@@ -142,26 +228,39 @@ def requeue_orphans(*, worker_name: str) -> int:
     return len(ids)
 
 
+def claim_images(image_ids: list[int], *, worker_name: str) -> list[Image]:
+    """Mark a batch PROCESSING by this worker, all at once; returns those needing work.
+
+    Claiming the whole batch up front means a killed worker's restart finds
+    every image of its batch (requeue_orphans), not only the one it was on.
+    """
+    with transaction.atomic():
+        images = list(
+            Image.objects.select_for_update(of=("self",)).select_related("job")
+            .filter(pk__in=image_ids).exclude(status__in=(Image.Status.DONE, Image.Status.FAILED))
+            .exclude(job__status=Job.Status.CANCELLED).order_by("id")
+        )
+        if not images:
+            return []
+        now = timezone.now()
+        for image in images:
+            image.status = Image.Status.PROCESSING
+            image.worker = worker_name
+            image.attempts += 1
+            image.started_at = now
+        Image.objects.bulk_update(images, ["status", "worker", "attempts", "started_at"])
+        Job.objects.filter(pk__in={i.job_id for i in images}, status=Job.Status.PENDING).update(
+            status=Job.Status.RUNNING, started_at=now)
+        return images
+
+
 def claim_image(image_id: int, *, worker_name: str) -> Image | None:
     """Mark an image PROCESSING by this worker; None if it needs no work."""
-    with transaction.atomic():
-        image = Image.objects.select_for_update().select_related("job").filter(pk=image_id).first()
-        if image is None or image.status in (Image.Status.DONE, Image.Status.FAILED):
-            return None
-        if image.job.status == Job.Status.CANCELLED:
-            return None
-        now = timezone.now()
-        image.status = Image.Status.PROCESSING
-        image.worker = worker_name
-        image.attempts += 1
-        image.started_at = now
-        image.save(update_fields=["status", "worker", "attempts", "started_at"])
-        if image.job.status == Job.Status.PENDING:
-            Job.objects.filter(pk=image.job_id, status=Job.Status.PENDING).update(status=Job.Status.RUNNING, started_at=now)
-        return image
+    claimed = claim_images([image_id], worker_name=worker_name)
+    return claimed[0] if claimed else None
 
 
-def finish_image(image: Image, *, failed: bool, faces_found: int = 0) -> None:
+def finish_image(image: Image, *, failed: bool, faces_found: int = 0, linked: bool = False) -> None:
     """Count a finished image once, and complete the job with its last image.
 
     Runs inside the caller's transaction together with the face rows, so the
@@ -173,11 +272,36 @@ def finish_image(image: Image, *, failed: bool, faces_found: int = 0) -> None:
     else:
         job.processed_images += 1
         job.faces_found += faces_found
-    job.save(update_fields=["failed_images", "processed_images", "faces_found"])
+        job.linked_images += int(linked)
+    job.save(update_fields=["failed_images", "processed_images", "faces_found", "linked_images"])
+    _complete_if_done(job)
+
+
+def _complete_if_done(job: Job) -> None:
     if job.done_images >= job.total_images and job.status in (Job.Status.PENDING, Job.Status.RUNNING):
         job.status = Job.Status.COMPLETED
         job.finished_at = timezone.now()
         job.save(update_fields=["status", "finished_at"])
+        _notify(job)
+
+
+def _notify(job: Job) -> None:
+    from . import webhooks
+
+    job_id, event = job.pk, f"job.{job.status}"
+    transaction.on_commit(lambda: webhooks.schedule(job_id, event))
+
+
+def cancel_job(job: Job) -> Job:
+    """Stop scheduling: queued images are skipped by the workers; finished work stays."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.status in (Job.Status.PENDING, Job.Status.RUNNING):
+            job.status = Job.Status.CANCELLED
+            job.finished_at = timezone.now()
+            job.save(update_fields=["status", "finished_at"])
+            _notify(job)
+    return job
 
 
 def fail_image(image_id: int, *, code: str, message: str) -> None:
@@ -194,6 +318,46 @@ def fail_image(image_id: int, *, code: str, message: str) -> None:
         finish_image(image, failed=True)
 
 
+def release_images(image_ids: list[int]) -> None:
+    """Put PROCESSING images back to PENDING before a retry re-claims them."""
+    Image.objects.filter(pk__in=image_ids, status=Image.Status.PROCESSING).update(status=Image.Status.PENDING, worker="")
+
+
 def release_image(image_id: int) -> None:
-    """Put a PROCESSING image back to PENDING before a retry re-claims it."""
-    Image.objects.filter(pk=image_id, status=Image.Status.PROCESSING).update(status=Image.Status.PENDING, worker="")
+    release_images([image_id])
+
+
+def sweep_lost_images(*, min_age_s: float | None = None, stale_processing_s: float | None = None,
+                      queued_ids: set[int] | None = None) -> int:
+    """Re-send PENDING images of live jobs whose messages the broker lost.
+
+    An image counts as lost when it was queued more than ``min_age_s`` ago
+    and no message in the broker (queue or unacked) names it; a PROCESSING
+    image older than ``stale_processing_s`` belongs to a worker that died and
+    never came back under its name, and is reset first. Processing is
+    idempotent, so a message that was only slow, not lost, costs a skip.
+    """
+    now = timezone.now()
+    min_age_s = settings.FACEINDEX_SWEEP_MIN_AGE_S if min_age_s is None else min_age_s
+    stale_processing_s = settings.FACEINDEX_SWEEP_STALE_PROCESSING_S if stale_processing_s is None else stale_processing_s
+    live = Image.objects.filter(job__status__in=(Job.Status.PENDING, Job.Status.RUNNING))
+    stale = live.filter(status=Image.Status.PROCESSING, started_at__lt=now - timedelta(seconds=stale_processing_s))
+    reset = stale.update(status=Image.Status.PENDING, worker="", queued_at=None)
+    candidates = list(
+        live.filter(status=Image.Status.PENDING)
+        .filter(models.Q(queued_at__isnull=True) | models.Q(queued_at__lt=now - timedelta(seconds=min_age_s)))
+        .order_by("id").values_list("id", flat=True)
+    )
+    if not candidates:
+        return 0
+    if queued_ids is None:
+        from .broker import queued_image_ids
+
+        queued_ids = queued_image_ids()
+    lost = [i for i in candidates if i not in queued_ids]
+    if lost:
+        log.warning("sweep: re-queueing %d images with no message in the broker (%d stale PROCESSING reset)",
+                    len(lost), reset)
+        for start in range(0, len(lost), IMPORT_CHUNK):
+            enqueue_images(lost[start:start + IMPORT_CHUNK])
+    return len(lost)

@@ -1,0 +1,48 @@
+"""Dedup by content hash: an owner's already-indexed bytes are linked, not reprocessed.
+
+The canonical image is the first one of this owner with that sha256 that was
+indexed (status DONE, not itself a link). A link is an Image row of the new
+job with status DONE and ``linked_from`` pointing at the canonical image; its
+faces stay with the canonical image (never copied, so identity reports count a
+photo once and later re-matching or merging needs no fan-out). Job-scoped
+reports follow the links (reports.selectors.job_faces).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Count
+from django.utils import timezone
+
+from .models import Image
+
+
+@dataclass(frozen=True)
+class Indexed:
+    image: Image
+    faces: int
+
+
+def indexed_images(owner_id: int, sha256s: set[str], *, exclude_id: int | None = None) -> dict[str, Indexed]:
+    """sha256 -> the owner's canonical indexed image of that content."""
+    sha256s = {s for s in sha256s if s}
+    if not sha256s:
+        return {}
+    rows = (Image.objects.filter(owner_id=owner_id, sha256__in=sha256s, status=Image.Status.DONE, linked_from__isnull=True)
+            .exclude(pk=exclude_id).annotate(face_count=Count("faces")).order_by("id"))
+    found: dict[str, Indexed] = {}
+    for row in rows:
+        found.setdefault(row.sha256, Indexed(row, row.face_count))
+    return found
+
+
+def mark_linked(image: Image, canonical: Indexed) -> None:
+    """Fill an (unsaved or locked) Image as a link to ``canonical``; the caller saves it."""
+    source = canonical.image
+    image.status = Image.Status.DONE
+    image.linked_from_id = source.pk
+    image.width, image.height = source.width, source.height
+    image.taken_at, image.gps_lat, image.gps_lon = source.taken_at, source.gps_lat, source.gps_lon
+    image.processed_at = timezone.now()
+    image.worker = ""
+    image.error_code = image.error_message = ""
