@@ -66,6 +66,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    # Swagger UI's files served from this package, not a CDN: the docs page works offline.
+    "drf_spectacular_sidecar",
     "backend.core",
     "backend.gallery",
     "backend.jobs",
@@ -74,6 +76,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves admin and docs static files under gunicorn too (DEBUG off).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -129,6 +133,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "faceindex API",
     "DESCRIPTION": "Index the faces in photo archives: jobs, images, faces, identities, reports.",
     "VERSION": "1.0.0",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Object storage (S3 / MinIO / SeaweedFS), used only through the minio SDK.
