@@ -5,13 +5,18 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backend.core.errors import ServiceError
 from backend.core.pagination import Pagination
 from backend.core.uploads import uploads_from_request
+from backend.jobs.services import Upload
 from backend.reports import selectors as report_selectors
 
-from . import services
-from .models import Face, Identity
-from .serializers import FaceSerializer, IdentityInputSerializer, IdentitySerializer
+from . import clustering, merging, search, services
+from .models import Face, Identity, Merge
+from .serializers import (
+    ClusterSerializer, FaceIdsSerializer, FaceSerializer, IdentityInputSerializer, IdentitySerializer, MergeInputSerializer,
+    MergeSerializer, NameClusterInputSerializer, OptionalIdentitySerializer, TagFaceInputSerializer,
+)
 
 
 class IdentityListApi(APIView):
@@ -40,6 +45,19 @@ class IdentityDetailApi(APIView):
     @extend_schema(responses=IdentitySerializer)
     def get(self, request, identity_id: int):
         return Response(IdentitySerializer(services.get_identity(owner=request.user, identity_id=identity_id)).data)
+
+    @extend_schema(request=IdentityInputSerializer, responses=IdentitySerializer)
+    def patch(self, request, identity_id: int):
+        identity = services.get_identity(owner=request.user, identity_id=identity_id)
+        data = IdentityInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(IdentitySerializer(services.rename_identity(identity=identity, name=data.validated_data["name"])).data)
+
+    def delete(self, request, identity_id: int):
+        """Delete with purge of templates and their crops; ?purge_faces=true also deletes its faces and crops."""
+        identity = services.get_identity(owner=request.user, identity_id=identity_id)
+        purge_faces = request.query_params.get("purge_faces", "false").lower() == "true"
+        return Response(services.delete_identity(identity=identity, purge_faces=purge_faces))
 
 
 class IdentityEnrollApi(APIView):
@@ -82,3 +100,146 @@ class IdentityReportApi(APIView):
         row = report["identities"][0] if report["identities"] else {
             "identity_id": identity.pk, "name": identity.name, "appearances": 0, "images": 0, "mean_similarity": None, "faces": []}
         return Response(row)
+
+
+class IdentityEnrollFacesApi(APIView):
+    @extend_schema(request=FaceIdsSerializer)
+    def post(self, request, identity_id: int):
+        identity = services.get_identity(owner=request.user, identity_id=identity_id)
+        data = FaceIdsSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        templates = services.enroll_from_faces(identity=identity, face_ids=data.validated_data["face_ids"])
+        return Response({"identity": IdentitySerializer(identity).data, "template_ids": [t.pk for t in templates]},
+                        status=status.HTTP_201_CREATED)
+
+
+class IdentityMergeApi(APIView):
+    """Merge identity `source_id` into this one."""
+
+    @extend_schema(request=MergeInputSerializer, responses={201: MergeSerializer})
+    def post(self, request, identity_id: int):
+        data = MergeInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        merge = merging.merge_identities(owner=request.user, target_id=identity_id, source_id=data.validated_data["source_id"])
+        return Response(MergeSerializer(merge).data, status=status.HTTP_201_CREATED)
+
+
+class MergeListApi(APIView):
+    @extend_schema(responses=MergeSerializer(many=True))
+    def get(self, request):
+        merges = Merge.objects.filter(owner=request.user).select_related("target")
+        paginator = Pagination()
+        page = paginator.paginate_queryset(merges, request, view=self)
+        return paginator.get_paginated_response(MergeSerializer(page, many=True).data)
+
+
+class MergeUndoApi(APIView):
+    @extend_schema(request=None, responses=IdentitySerializer)
+    def post(self, request, merge_id: int):
+        identity = merging.undo_merge(owner=request.user, merge_id=merge_id)
+        return Response(IdentitySerializer(identity).data)
+
+
+class FaceAssignApi(APIView):
+    """Move a face to an identity (identity_id), or null for "not its current identity"."""
+
+    @extend_schema(request=OptionalIdentitySerializer, responses=FaceSerializer)
+    def post(self, request, face_id: int):
+        data = OptionalIdentitySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if "identity_id" not in data.validated_data:
+            raise ServiceError("invalid", "identity_id is required (null for unknown)", field="identity_id")
+        face = services.assign_face(owner=request.user, face_id=face_id, identity_id=data.validated_data["identity_id"])
+        return Response(FaceSerializer(Face.objects.select_related("identity", "image").get(pk=face.pk)).data)
+
+
+class FaceRejectApi(APIView):
+    """"Not this person" for identity_id (default: the face's current identity)."""
+
+    @extend_schema(request=OptionalIdentitySerializer, responses=FaceSerializer)
+    def post(self, request, face_id: int):
+        data = OptionalIdentitySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        face = services.reject_face(owner=request.user, face_id=face_id, identity_id=data.validated_data.get("identity_id"))
+        return Response(FaceSerializer(Face.objects.select_related("identity", "image").get(pk=face.pk)).data)
+
+
+class ImageTagFaceApi(APIView):
+    """Tag a face the detector missed: a box [x, y, w, h] in the image's (EXIF-upright) pixels."""
+
+    @extend_schema(request=TagFaceInputSerializer, responses={201: FaceSerializer})
+    def post(self, request, image_id: int):
+        data = TagFaceInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        face = services.tag_face(owner=request.user, image_id=image_id, box=data.validated_data["box"],
+                                 identity_id=data.validated_data.get("identity_id"))
+        return Response(FaceSerializer(Face.objects.select_related("identity", "image").get(pk=face.pk)).data,
+                        status=status.HTTP_201_CREATED)
+
+
+def _one_upload(request, field: str, *, required: bool = True) -> Upload | None:
+    f = request.FILES.get(field)
+    if f is None:
+        if required:
+            raise ServiceError("no_files", f"send an image as multipart field '{field}'", field=field)
+        return None
+    return Upload(f.name, f, f.size)
+
+
+class VerifyApi(APIView):
+    """1:1: file_a vs file_b, or file_a vs identity_id."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    def post(self, request):
+        identity_id = request.data.get("identity_id")
+        try:
+            identity_id = int(identity_id) if identity_id not in (None, "") else None
+        except ValueError:
+            raise ServiceError("invalid", "identity_id must be an integer", field="identity_id")
+        return Response(search.verify(owner=request.user, probe=_one_upload(request, "file_a"),
+                                      other=_one_upload(request, "file_b", required=False), identity_id=identity_id))
+
+
+class SearchApi(APIView):
+    """1:N: file (largest face, or faces=all) -> top-k identities and faces."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    def post(self, request):
+        try:
+            k = int(request.data.get("k", 5))
+        except ValueError:
+            raise ServiceError("invalid", "k must be an integer", field="k")
+        which = request.data.get("faces", "largest")
+        if which not in ("largest", "all"):
+            raise ServiceError("invalid", "faces must be 'largest' or 'all'", field="faces")
+        return Response(search.search(owner=request.user, probe=_one_upload(request, "file"), k=k, all_faces=which == "all"))
+
+
+class ClusterListApi(APIView):
+    @extend_schema(responses=ClusterSerializer(many=True))
+    def get(self, request):
+        # Catch up on faces no background task has clustered yet (bounded per request).
+        clustering.cluster_pending(request.user.pk, limit=500)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(clustering.clusters_for(request.user), request, view=self)
+        return paginator.get_paginated_response(ClusterSerializer(page, many=True).data)
+
+
+class ClusterDetailApi(APIView):
+    def get(self, request, cluster_id: int):
+        cluster = clustering.get_cluster(owner=request.user, cluster_id=cluster_id)
+        faces = cluster.faces.select_related("identity", "image").order_by("-quality", "id")
+        return Response({"id": cluster.pk, "size": faces.count(), "faces": FaceSerializer(faces, many=True).data})
+
+
+class ClusterNameApi(APIView):
+    """Name a cluster: {"name": ...} makes a new identity, {"identity_id": ...} adds it to one."""
+
+    @extend_schema(request=NameClusterInputSerializer, responses={201: IdentitySerializer})
+    def post(self, request, cluster_id: int):
+        data = NameClusterInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        identity = clustering.name_cluster(owner=request.user, cluster_id=cluster_id, **data.validated_data)
+        return Response(IdentitySerializer(identity).data, status=status.HTTP_201_CREATED)

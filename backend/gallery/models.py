@@ -61,6 +61,16 @@ class Face(models.Model):
     embedding = VectorField(dimensions=EMBEDDING_DIM)
     identity = models.ForeignKey(Identity, null=True, blank=True, on_delete=models.SET_NULL, related_name="faces")
     similarity = models.FloatField(null=True, blank=True)
+    # A user put this face on its identity (move, enroll, named cluster):
+    # background re-matching leaves it alone.
+    identity_locked = models.BooleanField(default=False)
+    # Drawn by a user around a face the detector missed (det_score may be 0).
+    manual = models.BooleanField(default=False)
+    # Unknown faces only: the group of look-alike unknown faces it belongs to.
+    cluster = models.ForeignKey("UnknownCluster", null=True, blank=True, on_delete=models.SET_NULL, related_name="faces")
+    # Whether clustering has considered this unknown face since it became
+    # unknown; clustering.cluster_pending picks up the rest.
+    cluster_checked = models.BooleanField(default=False)
     crop_key = models.CharField(max_length=512, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -76,6 +86,9 @@ class Face(models.Model):
                 opclasses=["vector_cosine_ops"],
             ),
             models.Index(fields=["owner", "identity"]),
+            models.Index(fields=["owner", "cluster"]),
+            models.Index(fields=["owner", "cluster_checked"], condition=models.Q(identity__isnull=True, cluster_checked=False),
+                         name="face_cluster_pending"),
         ]
 
     @property
@@ -92,3 +105,48 @@ class Rejection(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["face", "identity"], name="unique_rejection")]
+
+
+class Merge(models.Model):
+    """One merge of `source` into `target`, with what moved, so it can be undone exactly.
+
+    The source identity row is deleted by the merge; its fields are kept here
+    and an undo re-creates it with the same primary key.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="merges")
+    target = models.ForeignKey(Identity, on_delete=models.CASCADE, related_name="merges_in")
+    source_id = models.BigIntegerField()
+    source_name = models.CharField(max_length=255)
+    source_created_at = models.DateTimeField()
+    source_updated_at = models.DateTimeField()
+    template_ids = models.JSONField(default=list)
+    # Rejections ("not source") that became "not target": [id, ...]; those
+    # the target already had are dropped and kept as [[face_id, created_at], ...].
+    rejection_ids = models.JSONField(default=list)
+    dropped_rejections = models.JSONField(default=list)
+    # Earlier merges into the source, re-pointed at the target: [merge id, ...].
+    merge_ids = models.JSONField(default=list)
+    # Every face the merge changed: {face_id: [identity_id, similarity, identity_locked, cluster_id]} before.
+    face_states = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.source_name} (#{self.source_id}) into {self.target}"
+
+
+class UnknownCluster(models.Model):
+    """Unknown faces that look alike (see gallery/clustering.py); naming it makes an identity."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="unknown_clusters")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"unknown cluster {self.pk}"

@@ -48,3 +48,58 @@ class FaceSerializer(serializers.ModelSerializer):
 
     def get_crop_url(self, obj) -> str | None:
         return presigned_url(obj.crop_key)
+
+
+class FaceIdsSerializer(serializers.Serializer):
+    face_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), allow_empty=False)
+
+
+class OptionalIdentitySerializer(serializers.Serializer):
+    identity_id = serializers.IntegerField(min_value=1, allow_null=True, required=False)
+
+
+class MergeInputSerializer(serializers.Serializer):
+    source_id = serializers.IntegerField(min_value=1)
+
+
+class MergeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    target = serializers.SerializerMethodField()
+    source = serializers.SerializerMethodField()
+    templates_moved = serializers.SerializerMethodField()
+    faces_changed = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+
+    def get_target(self, obj) -> dict:
+        return {"id": obj.target_id, "name": obj.target.name}
+
+    def get_source(self, obj) -> dict:
+        return {"id": obj.source_id, "name": obj.source_name}
+
+    def get_templates_moved(self, obj) -> int:
+        return len(obj.template_ids)
+
+    def get_faces_changed(self, obj) -> int:
+        return len(obj.face_states)
+
+
+class TagFaceInputSerializer(serializers.Serializer):
+    box = serializers.ListField(child=serializers.FloatField(), min_length=4, max_length=4)
+    identity_id = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+
+
+class NameClusterInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255, required=False)
+    identity_id = serializers.IntegerField(min_value=1, required=False)
+
+
+class ClusterSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    size = serializers.IntegerField()
+    samples = serializers.SerializerMethodField()
+    updated_at = serializers.DateTimeField()
+
+    def get_samples(self, obj) -> list[dict]:
+        from .clustering import sample_faces
+
+        return [{"face_id": f.pk, "image_id": f.image_id, "crop_url": presigned_url(f.crop_key)} for f in sample_faces(obj)]

@@ -1,10 +1,17 @@
-"""Gallery business logic: identities, enrollment, re-matching."""
+"""Gallery business logic: identities, enrollment, corrections, re-matching.
+
+Merges live in merging.py, unknown-face clusters in clustering.py, 1:1 / 1:N
+queries in search.py.
+"""
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 
+import numpy as np
 from django.db import transaction
+from django.db.models import Max
 from pgvector.django import CosineDistance
 
 from backend.core import storage
@@ -13,7 +20,9 @@ from backend.core.pipeline import encode_jpeg, get_pipeline
 from backend.jobs.services import Upload
 
 from . import matching
-from .models import Face, Identity, Template
+from .models import Face, Identity, Rejection, Template
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,13 +50,31 @@ def get_identity(*, owner, identity_id: int) -> Identity:
     return identity
 
 
-def create_identity(*, owner, name: str) -> Identity:
+def get_face(*, owner, face_id: int) -> Face:
+    face = Face.objects.filter(owner=owner, pk=face_id).first()
+    if face is None:
+        raise NotFound("not_found", f"face {face_id} not found")
+    return face
+
+
+def _clean_name(name: str) -> str:
     name = (name or "").strip()
     if not name:
         raise ServiceError("invalid", "name must not be empty", field="name")
-    identity = Identity(owner=owner, name=name)
+    return name
+
+
+def create_identity(*, owner, name: str) -> Identity:
+    identity = Identity(owner=owner, name=_clean_name(name))
     identity.full_clean()
     identity.save()
+    return identity
+
+
+def rename_identity(*, identity: Identity, name: str) -> Identity:
+    identity.name = _clean_name(name)
+    identity.full_clean()
+    identity.save(update_fields=["name", "updated_at"])
     return identity
 
 
@@ -108,29 +135,80 @@ def schedule_rematch(owner_id: int, **targets) -> None:
     transaction.on_commit(lambda: app.send_task("faceindex.rematch_faces", args=[owner_id], kwargs=targets))
 
 
+def on_faces_indexed(owner_id: int, face_ids: list[int]) -> None:
+    """Hook for jobs.processing after an image's faces are committed: cluster its unknown faces.
+
+    Runs in the background (task faceindex.cluster_faces) so a job's images are
+    not slowed down; clustering of one owner is serialised by an advisory lock.
+    """
+    if not face_ids:
+        return
+    from workers.celery_app import app
+
+    app.send_task("faceindex.cluster_faces", args=[owner_id], kwargs={"face_ids": list(face_ids)})
+
+
 def _faces_near_templates(owner_id: int, template_ids: list[int], threshold: float) -> set[int]:
     face_ids: set[int] = set()
     for embedding in Template.objects.filter(owner_id=owner_id, pk__in=template_ids).values_list("embedding", flat=True):
-        rows = (
-            Face.objects.filter(owner_id=owner_id)
-            .annotate(distance=CosineDistance("embedding", embedding))
-            .filter(distance__lte=1.0 - threshold)
-            .order_by("distance")
-            .values_list("id", flat=True)[:10000]
-        )
-        face_ids.update(rows)
+        face_ids |= faces_near(owner_id, embedding, threshold)
     return face_ids
 
 
+def faces_near(owner_id: int, embedding, threshold: float, *, limit: int = 10000) -> set[int]:
+    """Faces of an owner within `threshold` cosine similarity (HNSW neighbours)."""
+    rows = (
+        Face.objects.filter(owner_id=owner_id)
+        .annotate(distance=CosineDistance("embedding", embedding))
+        .filter(distance__lte=1.0 - threshold)
+        .order_by("distance")
+        .values_list("id", flat=True)[:limit]
+    )
+    return set(rows)
+
+
+def face_state(face: Face) -> list:
+    """What re-matching may change on a face, as stored in a Merge for undo."""
+    return [face.identity_id, face.similarity, face.identity_locked, face.cluster_id]
+
+
+def rematch_faces(owner_id: int, face_ids, *, threshold: float, record: dict | None = None) -> tuple[int, list[int]]:
+    """Match faces again (inside a transaction with configure_vector_search).
+
+    Faces a user placed (identity_locked) are left alone. A face that changes
+    identity leaves its unknown cluster. `record`, when given, receives the
+    prior state of every face changed. Returns (changed, ids that became unknown).
+    """
+    changed, became_unknown = 0, []
+    faces = Face.objects.filter(owner_id=owner_id, pk__in=list(face_ids), identity_locked=False)
+    for face in faces.only("id", "embedding", "identity_id", "similarity", "identity_locked", "cluster_id").order_by("id"):
+        match = matching.match_embedding(owner_id, face.embedding, threshold=threshold, excluded=excluded_identities(face))
+        if (match.identity_id, match.similarity) == (face.identity_id, face.similarity):
+            continue
+        if record is not None:
+            record.setdefault(str(face.pk), face_state(face))
+        update = {"identity_id": match.identity_id, "similarity": match.similarity}
+        if match.identity_id is not None:
+            update["cluster_id"] = None
+        elif face.identity_id is not None:
+            became_unknown.append(face.pk)
+            update["cluster_checked"] = False
+        Face.objects.filter(pk=face.pk).update(**update)
+        changed += 1
+    return changed, became_unknown
+
+
 def rematch(*, owner_id: int, face_ids=None, template_ids=None, identity_ids=None) -> int:
-    """Re-run matching for faces a gallery change may affect; returns how many changed.
+    """Re-match faces a gallery change may affect; returns how many changed.
 
     - new templates: faces within threshold of them (HNSW neighbours);
     - identity ids (deleted, merged, templates removed): faces assigned to them;
     - explicit face ids.
+    Faces left unknown are then clustered with the other unknown faces.
     """
+    from . import clustering
+
     threshold = matching.match_threshold()
-    changed = 0
     with transaction.atomic():
         matching.configure_vector_search()
         targets: set[int] = set(face_ids or [])
@@ -138,14 +216,181 @@ def rematch(*, owner_id: int, face_ids=None, template_ids=None, identity_ids=Non
             targets |= _faces_near_templates(owner_id, list(template_ids), threshold)
         if identity_ids:
             targets |= set(Face.objects.filter(owner_id=owner_id, identity_id__in=identity_ids).values_list("id", flat=True))
-        for face in Face.objects.filter(owner_id=owner_id, pk__in=targets).only("id", "embedding", "identity_id", "similarity"):
-            match = matching.match_embedding(owner_id, face.embedding, threshold=threshold, excluded=excluded_identities(face))
-            if (match.identity_id, match.similarity) != (face.identity_id, face.similarity):
-                Face.objects.filter(pk=face.pk).update(identity_id=match.identity_id, similarity=match.similarity)
-                changed += 1
+        changed, _ = rematch_faces(owner_id, targets, threshold=threshold)
+        clustering.prune_clusters(owner_id)
+    clustering.cluster_pending(owner_id)
     return changed
 
 
 def excluded_identities(face: Face) -> set[int]:
     """Identities a user said this face is not: matching never proposes them again."""
     return set(face.rejections.values_list("identity_id", flat=True))
+
+
+def best_similarity(identity_id: int, embedding) -> float | None:
+    """Similarity of an embedding to an identity: its best template (the matching rule's score)."""
+    templates = np.asarray(list(Template.objects.filter(identity_id=identity_id).values_list("embedding", flat=True)), dtype=np.float32)
+    if not len(templates):
+        return None
+    return float(np.max(templates @ np.asarray(embedding, dtype=np.float32)))
+
+
+# --- corrections ---------------------------------------------------------------------------------
+
+
+def enroll_from_faces(*, identity: Identity, face_ids: list[int]) -> list[Template]:
+    """Make detected faces templates of an identity; the faces are placed on it (locked)."""
+    face_ids = list(dict.fromkeys(int(i) for i in face_ids))
+    if not face_ids:
+        raise ServiceError("invalid", "give one or more face ids", field="face_ids")
+    faces = list(Face.objects.filter(owner_id=identity.owner_id, pk__in=face_ids))
+    missing = set(face_ids) - {f.pk for f in faces}
+    if missing:
+        raise NotFound("not_found", f"faces not found: {sorted(missing)}", field="face_ids")
+    templates = []
+    with transaction.atomic():
+        for face in faces:
+            existing = Template.objects.filter(identity=identity, source_face=face).first()
+            if existing is not None:
+                templates.append(existing)
+                continue
+            key = _template_crop_key(identity)
+            # A copy, not a reference: purging the identity must not delete the
+            # image's face crop, and deleting the image must not break the template.
+            storage.put_bytes(key, storage.get_bytes(face.crop_key), "image/jpeg")
+            templates.append(Template.objects.create(
+                owner_id=identity.owner_id, identity=identity, embedding=face.embedding, crop_key=key,
+                source_key=f"face:{face.pk}", source_face=face, quality=face.quality,
+            ))
+        Rejection.objects.filter(face__in=faces, identity=identity).delete()
+        # Its own template: similarity 1.
+        Face.objects.filter(pk__in=[f.pk for f in faces]).update(
+            identity=identity, similarity=1.0, identity_locked=True, cluster=None)
+        schedule_rematch(identity.owner_id, template_ids=[t.pk for t in templates])
+    return templates
+
+
+def assign_face(*, owner, face_id: int, identity_id: int | None) -> Face:
+    """Move a face to another identity (a user's decision: matching will not undo it).
+
+    identity_id None means "not this person" for its current identity.
+    """
+    face = get_face(owner=owner, face_id=face_id)
+    if identity_id is None:
+        if face.identity_id is None:
+            raise ServiceError("invalid", "the face has no identity; give identity_id", field="identity_id")
+        return reject_face(owner=owner, face_id=face_id, identity_id=face.identity_id)
+    identity = get_identity(owner=owner, identity_id=identity_id)
+    with transaction.atomic():
+        Rejection.objects.filter(face=face, identity=identity).delete()
+        face.identity, face.identity_locked, face.cluster = identity, True, None
+        face.similarity = best_similarity(identity.pk, face.embedding)
+        face.save(update_fields=["identity", "identity_locked", "cluster", "similarity"])
+    return face
+
+
+def reject_face(*, owner, face_id: int, identity_id: int | None = None) -> Face:
+    """"Not this person": a negative every later matching respects; the face is matched again now."""
+    face = get_face(owner=owner, face_id=face_id)
+    identity_id = identity_id if identity_id is not None else face.identity_id
+    if identity_id is None:
+        raise ServiceError("invalid", "the face has no identity; give identity_id", field="identity_id")
+    identity = get_identity(owner=owner, identity_id=identity_id)
+    with transaction.atomic():
+        Rejection.objects.get_or_create(face=face, identity=identity)
+        if face.identity_id == identity.pk:
+            Face.objects.filter(pk=face.pk).update(identity=None, similarity=None, identity_locked=False, cluster_checked=False)
+        matching.configure_vector_search()
+        rematch_faces(owner.pk, [face.pk], threshold=matching.match_threshold())
+    face.refresh_from_db()
+    if face.identity_id is None:
+        from . import clustering
+
+        clustering.cluster_faces(owner.pk, [face.pk])
+        face.refresh_from_db()
+    return face
+
+
+def delete_identity(*, identity: Identity, purge_faces: bool = False) -> dict:
+    """Delete an identity and purge its enrollment data from the database and object storage.
+
+    Templates and their crops go. Its faces belong to images, so by default
+    they stay, unassigned, and are matched again (background); purge_faces
+    also deletes those faces and their crops (an erasure request).
+    """
+    owner_id, identity_id = identity.owner_id, identity.pk
+    with transaction.atomic():
+        keys = list(Template.objects.filter(identity=identity).values_list("crop_key", flat=True))
+        faces = Face.objects.filter(owner_id=owner_id, identity=identity)
+        face_ids = list(faces.values_list("id", flat=True))
+        if purge_faces:
+            keys += list(faces.values_list("crop_key", flat=True))
+            faces.delete()
+        else:
+            faces.update(identity=None, similarity=None, identity_locked=False, cluster_checked=False)
+        templates_deleted = Template.objects.filter(identity=identity).count()
+        identity.delete()  # templates, rejections and merges into it cascade
+        if face_ids and not purge_faces:
+            schedule_rematch(owner_id, face_ids=face_ids)
+    # Objects go after the rows: a crash in between leaves orphan objects
+    # (found by the prefix listing below next time), never rows without objects.
+    prefix = f"{owner_id}/templates/{identity_id}/"
+    keys = sorted(set(keys) | set(storage.list_keys(prefix)))
+    storage.delete_keys(keys)
+    return {"templates_deleted": templates_deleted, "faces_unassigned": 0 if purge_faces else len(face_ids),
+            "faces_deleted": len(face_ids) if purge_faces else 0, "objects_deleted": len(keys)}
+
+
+def tag_face(*, owner, image_id: int, box, identity_id: int | None = None) -> Face:
+    """Add a face the detector missed: the user's box is aligned, embedded and stored like any face."""
+    from django.conf import settings
+    from ml.decode import decode_image
+    from ml.errors import ImageDecodeError
+
+    from backend.jobs import processing
+    from backend.jobs.models import Image
+
+    image = Image.objects.filter(owner=owner, pk=image_id).first()
+    if image is None:
+        raise NotFound("not_found", f"image {image_id} not found")
+    if image.status != Image.Status.DONE:
+        raise ServiceError("image_not_indexed", f"image {image_id} is {image.status}, not indexed", status_code=409)
+    try:
+        x, y, w, h = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise ServiceError("invalid", "box must be [x, y, width, height]", field="box")
+    identity = get_identity(owner=owner, identity_id=identity_id) if identity_id is not None else None
+    try:
+        # The same bytes the worker indexed (our bucket, an imported bucket or a folder).
+        read = getattr(processing, "read_original", lambda img: storage.get_bytes(img.object_key))
+        decoded = decode_image(read(image), max_pixels=settings.FACEINDEX_MAX_PIXELS)
+    except ImageDecodeError as exc:
+        raise ServiceError(exc.code, str(exc), status_code=422)
+    if w < 8 or h < 8 or x < 0 or y < 0 or x + w > decoded.width + 1 or y + h > decoded.height + 1:
+        raise ServiceError("invalid", f"box must be at least 8x8 px and inside the {decoded.width}x{decoded.height} image", field="box")
+    embedded = get_pipeline().embed_box(decoded.pixels, (x, y, w, h))
+    with transaction.atomic():
+        Image.objects.select_for_update().get(pk=image.pk)  # one ordinal at a time per image
+        ordinal = (Face.objects.filter(image=image).aggregate(m=Max("ordinal"))["m"] or 0) + 1
+        key = processing.crop_key(image, ordinal)
+        storage.put_bytes(key, encode_jpeg(embedded.crop), "image/jpeg")
+        face = Face(
+            owner=owner, image=image, ordinal=ordinal, manual=True,
+            box_x=float(embedded.box[0]), box_y=float(embedded.box[1]), box_w=float(embedded.box[2]), box_h=float(embedded.box[3]),
+            landmarks=[[float(a), float(b)] for a, b in embedded.landmarks],
+            det_score=float(embedded.score), quality=float(embedded.quality), embedding=embedded.embedding, crop_key=key,
+        )
+        if identity is not None:
+            face.identity, face.identity_locked = identity, True
+            face.similarity = best_similarity(identity.pk, embedded.embedding)
+        else:
+            matching.configure_vector_search()
+            match = matching.match_embedding(owner.pk, embedded.embedding)
+            face.identity_id, face.similarity = match.identity_id, match.similarity
+        face.save()
+    if face.identity_id is None:
+        from . import clustering
+
+        clustering.cluster_faces(owner.pk, [face.pk])
+        face.refresh_from_db()
+    return face

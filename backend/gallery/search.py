@@ -1,0 +1,118 @@
+"""1:1 verification and 1:N search of uploaded photos against an owner's gallery.
+
+Scores are cosine similarities of SFace embeddings; the decision threshold is
+the model manifest's default (get_pipeline().threshold), the same one matching
+uses. 1:N search reads the HNSW indexes with hnsw.ef_search =
+FACEINDEX_HNSW_EF_SEARCH (100; benchmarks/bench_search.py measures recall
+against an exact scan) and iterative scans, so the owner filter still returns k rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from pgvector.django import CosineDistance
+
+from backend.core.errors import ServiceError
+from backend.core.pipeline import get_pipeline
+from backend.jobs.services import Upload
+
+from . import matching, services
+from .models import Face, Identity
+
+MAX_K = 100
+
+
+@dataclass
+class ProbeFace:
+    box: list[float]
+    det_score: float
+    quality: float
+    embedding: np.ndarray
+
+
+def faces_in_upload(upload: Upload, *, field: str) -> list[ProbeFace]:
+    """Faces of one uploaded photo, largest first; a clear error when it is not a photo with a face."""
+    from ml.decode import decode_image
+    from ml.errors import ImageDecodeError
+
+    data = upload.fileobj.read()
+    if len(data) > settings.FACEINDEX_MAX_UPLOAD_BYTES:
+        raise ServiceError("too_large", f"{upload.name} is larger than {settings.FACEINDEX_MAX_UPLOAD_BYTES} bytes", field=field, status_code=413)
+    try:
+        decoded = decode_image(data, max_pixels=settings.FACEINDEX_MAX_PIXELS)
+    except ImageDecodeError as exc:
+        raise ServiceError(exc.code, f"{upload.name}: {exc}", field=field, status_code=422)
+    faces = get_pipeline().process(decoded.pixels)
+    if not faces:
+        raise ServiceError("no_face", f"no face found in {upload.name}", field=field, status_code=422)
+    faces.sort(key=lambda f: -(f.box[2] * f.box[3]))
+    return [ProbeFace([round(float(v), 1) for v in f.box], float(f.score), float(f.quality), f.embedding) for f in faces]
+
+
+def verify(*, owner, probe: Upload, other: Upload | None = None, identity_id: int | None = None) -> dict:
+    """Same person? The largest face of `probe` against the largest face of `other`, or against an identity."""
+    if (other is None) == (identity_id is None):
+        raise ServiceError("invalid", "give a second image (file_b) or an identity_id")
+    threshold = float(get_pipeline().threshold)
+    face = faces_in_upload(probe, field="file_a")[0]
+    result = {"threshold": threshold, "face_a": {"box": face.box}}
+    if other is not None:
+        face_b = faces_in_upload(other, field="file_b")[0]
+        similarity = float(np.dot(face.embedding, face_b.embedding))
+        result["face_b"] = {"box": face_b.box}
+    else:
+        identity = services.get_identity(owner=owner, identity_id=identity_id)
+        similarity = services.best_similarity(identity.pk, face.embedding)
+        if similarity is None:
+            raise ServiceError("no_templates", f"identity {identity.pk} has no enrolled templates", field="identity_id", status_code=422)
+        result["identity"] = {"id": identity.pk, "name": identity.name}
+    result.update(same=similarity >= threshold, similarity=round(similarity, 4))
+    return result
+
+
+def _nearest_faces(owner_id: int, embedding, k: int) -> list[Face]:
+    rows = list(
+        Face.objects.filter(owner_id=owner_id)
+        .annotate(distance=CosineDistance("embedding", embedding))
+        .order_by("distance")
+        .select_related("identity", "image")[:k]
+    )
+    # relaxed_order iterative scans may return rows slightly out of order.
+    return sorted(rows, key=lambda f: f.distance)
+
+
+def search(*, owner, probe: Upload, k: int = 5, all_faces: bool = False) -> dict:
+    """Top-k identities (per-identity best template) and top-k faces for the probe's largest face, or all faces."""
+    from backend.core.storage import presigned_url
+
+    if not 1 <= k <= MAX_K:
+        raise ServiceError("invalid", f"k must be between 1 and {MAX_K}", field="k")
+    threshold = float(get_pipeline().threshold)
+    faces = faces_in_upload(probe, field="file")
+    if not all_faces:
+        faces = faces[:1]
+    results = []
+    with transaction.atomic():
+        matching.configure_vector_search()
+        for face in faces:
+            # Enough templates for k distinct identities in practice.
+            scores = matching.identity_scores(owner.pk, face.embedding, k=max(settings.FACEINDEX_MATCH_CANDIDATES, 4 * k))
+            decision = matching.decide(scores, threshold=threshold)
+            top = sorted(scores.items(), key=lambda item: -item[1])[:k]
+            names = dict(Identity.objects.filter(pk__in=[i for i, _ in top]).values_list("id", "name"))
+            results.append({
+                "box": face.box,
+                "det_score": round(face.det_score, 4),
+                "match": {"id": decision.identity_id, "name": names.get(decision.identity_id)} if decision.identity_id else None,
+                "identities": [{"id": i, "name": names[i], "similarity": round(s, 4), "above_threshold": s >= threshold}
+                               for i, s in top],
+                "faces": [{
+                    "face_id": f.pk, "image_id": f.image_id, "image": f.image.original_name,
+                    "identity": {"id": f.identity_id, "name": f.identity.name} if f.identity_id else None,
+                    "similarity": round(1.0 - float(f.distance), 4), "crop_url": presigned_url(f.crop_key),
+                } for f in _nearest_faces(owner.pk, face.embedding, k)],
+            })
+    return {"threshold": threshold, "ef_search": settings.FACEINDEX_HNSW_EF_SEARCH, "k": k, "results": results}
