@@ -20,14 +20,14 @@ from .models import Face, Identity, Merge, Rejection, Template, UnknownCluster
 
 
 def merge_identities(*, owner, target_id: int, source_id: int) -> Merge:
-    if int(target_id) == int(source_id):
-        raise ServiceError("invalid", "cannot merge an identity into itself", field="source_id")
     threshold = matching.match_threshold()
     with transaction.atomic():
         locked = {i.pk: i for i in Identity.objects.select_for_update().filter(owner=owner, pk__in=[target_id, source_id])}
         for identity_id, field in ((target_id, "target_id"), (source_id, "source_id")):
             if int(identity_id) not in locked:
                 raise NotFound("not_found", f"identity {identity_id} not found", field=field)
+        if int(target_id) == int(source_id):  # checked after ownership: a stranger's id gets a 404
+            raise ServiceError("invalid", "cannot merge an identity into itself", field="source_id")
         target, source = locked[int(target_id)], locked[int(source_id)]
         merge = Merge(owner=owner, target=target, source_id=source.pk, source_name=source.name,
                       source_created_at=source.created_at, source_updated_at=source.updated_at)
