@@ -1,0 +1,75 @@
+"""Unknown-face clustering on real faces: transformed copies of one person group, different people separate."""
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import pytest
+
+from backend.gallery.models import Face, Template, UnknownCluster
+
+from .gallery_support import settle_worker  # noqa: F401 (fixture)
+from .gallery_support import index, wait_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process", "settle_worker")]
+
+GROUP_COPIES = ("2019/group.jpg", "2019/group-mirrored.jpg", "2019/group-small-lowq.jpg")
+
+
+def test_unknown_faces_cluster_by_person_and_a_named_cluster_becomes_an_identity(api, sample_archive):
+    job = index(api, {name: (sample_archive.archive_dir / name).read_bytes() for name in GROUP_COPIES})
+    faces = list(Face.objects.filter(image__job_id=job["id"]))
+    assert len(faces) == 18 and all(f.identity_id is None for f in faces)
+
+    listed = api.get("/api/v1/clusters").json()
+    # Six people, each seen in the three copies (mirrored, shrunk and re-compressed).
+    assert listed["count"] == 6, listed
+    assert sorted(c["size"] for c in listed["results"]) == [3] * 6
+    by_cluster = {c["id"]: list(Face.objects.filter(cluster_id=c["id"])) for c in listed["results"]}
+    for members in by_cluster.values():
+        # One face from each copy: never two people of the same photo together.
+        assert len({f.image_id for f in members}) == 3
+        # And the same place in the photo (mirrored x for the flipped copy), so the same person.
+        centres = []
+        for face in members:
+            name = face.image.original_name
+            scale = 0.7 if "small" in name else 1.0
+            cx = (face.box_x + face.box_w / 2) / scale
+            if "mirrored" in name:
+                cx = face.image.width - cx
+            centres.append(cx)
+        assert max(centres) - min(centres) < 25, centres
+    assert all(len(c["samples"]) == 3 and c["samples"][0]["crop_url"].startswith("http") for c in listed["results"])
+
+    # Naming a cluster: a new identity, all its faces follow, its faces become templates.
+    cluster_id, members = next(iter(by_cluster.items()))
+    named = api.post(f"/api/v1/clusters/{cluster_id}/name", {"name": "Guest"}, format="json")
+    assert named.status_code == 201, named.content
+    identity_id = named.json()["id"]
+    assert set(Face.objects.filter(identity_id=identity_id).values_list("id", flat=True)) == {f.pk for f in members}
+    assert Template.objects.filter(identity_id=identity_id).count() == 3
+    assert not UnknownCluster.objects.filter(pk=cluster_id).exists()
+    assert api.get("/api/v1/clusters").json()["count"] == 5
+
+    # A later photo of that person is recognised; another cluster merges into an existing identity.
+    # (re-encoded: the same bytes would be recognised as a duplicate and linked, not indexed)
+    group = cv2.imread(str(sample_archive.archive_dir / "2019/group.jpg"))
+    later = index(api, {"again.jpg": cv2.imencode(".jpg", group, [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes()})
+    assert Face.objects.filter(image__job_id=later["id"], identity_id=identity_id).count() == 1
+    other_cluster = api.get("/api/v1/clusters").json()["results"][0]["id"]
+    into = api.post(f"/api/v1/clusters/{other_cluster}/name", {"identity_id": identity_id}, format="json")
+    assert into.status_code == 201 and into.json()["id"] == identity_id
+    assert api.post(f"/api/v1/clusters/{other_cluster}/name", {"name": "x", "identity_id": identity_id}, format="json").status_code == 404
+
+
+def test_clustering_runs_in_the_background_as_images_arrive(api, sample_archive):
+    """The jobs hook (or a re-match) clusters new unknown faces without anyone listing clusters."""
+    from backend.gallery import services
+
+    job = index(api, {name: (sample_archive.archive_dir / name).read_bytes() for name in GROUP_COPIES[:2]})
+    face_ids = list(Face.objects.filter(image__job_id=job["id"]).values_list("id", flat=True))
+    services.on_faces_indexed(api.user.pk, face_ids)
+    wait_until(lambda: UnknownCluster.objects.filter(owner=api.user).count() == 6, what="six clusters")
+    pairs = [list(Face.objects.filter(cluster=c)) for c in UnknownCluster.objects.filter(owner=api.user)]
+    assert all(len(p) == 2 and p[0].image_id != p[1].image_id for p in pairs)
+    assert not any(a.cluster_id == b.cluster_id for p, q in itertools.combinations(pairs, 2) for a in p for b in q)
