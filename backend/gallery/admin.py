@@ -68,33 +68,38 @@ class StaffScopedAdmin(admin.ModelAdmin):
         return True
 
 
-class TemplateInline(admin.TabularInline):
-    model = Template
-    fields = ["crop", "quality", "source_key", "created_at"]
-    readonly_fields = fields
+class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
-    show_change_link = False
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_staff
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class TemplateInline(ReadOnlyInline):
+    model = Template
+    fields = ["crop", "quality", "source_key", "created_at"]
+    readonly_fields = fields
 
     @admin.display(description="crop")
     def crop(self, obj):
         return thumbnail(obj.crop_key)
 
 
-class FaceInline(admin.TabularInline):
+class FaceInline(ReadOnlyInline):
     model = Face
     fk_name = "identity"
     fields = ["crop", "image", "similarity", "identity_locked", "manual", "det_score", "quality"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("image")

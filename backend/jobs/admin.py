@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from backend.gallery.admin import StaffScopedAdmin
+from backend.gallery.admin import ReadOnlyInline, StaffScopedAdmin
 
 from .models import Image, Job
 
@@ -16,17 +16,11 @@ class ReadOnlyAdmin(StaffScopedAdmin):
         return False
 
 
-class FailedImageInline(admin.TabularInline):
+class FailedImageInline(ReadOnlyInline):
     model = Image
     verbose_name_plural = "failed images"
     fields = ["original_name", "error_code", "error_message", "attempts"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(status=Image.Status.FAILED)
