@@ -46,3 +46,12 @@ def mark_linked(image: Image, canonical: Indexed) -> None:
     image.processed_at = timezone.now()
     image.worker = ""
     image.error_code = image.error_message = ""
+
+
+def faces_new_to_job(job_id: int, canonical: Indexed) -> int:
+    """Faces a new link adds to the job's count: none if the job already holds them
+    (the canonical image is in this job, or another link of this job points at it),
+    so job.faces_found always equals the distinct faces of reports.selectors.job_faces."""
+    if canonical.image.job_id == job_id or Image.objects.filter(job_id=job_id, linked_from=canonical.image).exists():
+        return 0
+    return canonical.faces

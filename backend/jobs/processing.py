@@ -177,10 +177,11 @@ def _link_if_indexed(work: Work, worker_name: str) -> bool:
         locked = Image.objects.select_for_update().get(pk=image.pk)
         if locked.status != Image.Status.PROCESSING or locked.worker != worker_name:
             return True
+        new_faces = dedup.faces_new_to_job(locked.job_id, canonical)
         dedup.mark_linked(locked, canonical)
         locked.timings = {k: round(v, 5) for k, v in work.seconds.items()}
         locked.save()
-        services.finish_image(locked, failed=False, faces_found=canonical.faces, linked=True)
+        services.finish_image(locked, failed=False, faces_found=new_faces, linked=True)
     return True
 
 
@@ -232,3 +233,7 @@ def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
         services.finish_image(locked, failed=False, faces_found=len(rows))
         # Hooks that need this image's new faces (e.g. gallery clustering via
         # transaction.on_commit) belong here, once per written image.
+        from backend.gallery.services import on_faces_indexed
+
+        unknown_ids = [row.pk for row in rows if row.identity_id is None]
+        transaction.on_commit(lambda: on_faces_indexed(image.owner_id, unknown_ids))

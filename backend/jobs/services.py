@@ -126,13 +126,16 @@ def submit_job(*, owner, uploads: Iterable[Upload], idempotency_key: str | None 
         indexed = dedup.indexed_images(owner.pk, {b.sha256 for b in stored})
         rows = [Image(owner=owner, job=job, object_key=b.key, sha256=b.sha256, size_bytes=b.size, original_name=b.name)
                 for b in stored]
+        new_faces = 0
         for row in rows:
             if row.sha256 in indexed:
-                dedup.mark_linked(row, indexed[row.sha256])
+                canonical = indexed[row.sha256]
+                new_faces += 0 if any(r.linked_from_id == canonical.image.pk for r in rows) else canonical.faces
+                dedup.mark_linked(row, canonical)
         Image.objects.bulk_create(rows)
         linked = [row for row in rows if row.linked_from_id]
         if linked:
-            record_linked(job, linked, {row.linked_from_id: indexed[row.sha256].faces for row in linked})
+            record_linked(job, linked, new_faces)
         job_id = job.pk
         transaction.on_commit(lambda: enqueue_job(job_id))
         return job
@@ -177,11 +180,11 @@ def submit_import(*, owner, source: str, idempotency_key: str | None = None, opt
     return _create_job_once(owner, idempotency_key, request_fingerprint, create)
 
 
-def record_linked(job: Job, images: list[Image], faces_by_canonical: dict[int, int]) -> None:
-    """Count linked images as processed (their faces are the canonical image's)."""
+def record_linked(job: Job, images: list[Image], new_faces: int) -> None:
+    """Count linked images as processed; their faces are the canonical images' (counted once per job)."""
     job.processed_images += len(images)
     job.linked_images += len(images)
-    job.faces_found += sum(faces_by_canonical[i.linked_from_id] for i in images)
+    job.faces_found += new_faces
     job.save(update_fields=["processed_images", "linked_images", "faces_found"])
     _complete_if_done(job)
 

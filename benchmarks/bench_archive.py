@@ -1,0 +1,436 @@
+"""Archive-scale indexing benchmark through the real stack, against face_recognition.
+
+    .venv/bin/python benchmarks/bench_archive.py [--images 2000] [--workers 1 2]
+        [--fr-processes 2] [--port-base 15700] [--batch-size 8] [--skip-face-recognition]
+
+1. Builds a synthetic archive of N photos from package-shipped faces (scikit-
+   image's astronaut, insightface's Tom Hanks portrait and the six people of
+   its t1.jpg group photo): face tiles transformed (scale, flip, rotation,
+   brightness) and composited 1-4 per scene on generated backgrounds, whole
+   group photos re-shot, EXIF DateTimeOriginal spread over six years, and 2%
+   exact duplicates (dedup must link them). Ground truth is kept per file.
+2. Starts its own embedded stack (distinct ports: --port-base), enrolls four
+   people and indexes the archive as a server-side folder import with 1 and
+   then 2 Celery worker processes (a fresh owner each run, so nothing is
+   linked across runs). Prints images/s, faces/s, mean per-stage seconds per
+   image (decode, detect, embed, match, write; from Image.timings), peak RSS
+   per worker process, and the report's precision/recall against ground truth.
+3. Runs the classic `face_recognition` library (dlib HOG detector + 128-d
+   ResNet, match at distance 0.6) on the same files (an evenly spaced sample
+   of --fr-images of them: it is ~5x slower) with the same number of
+   processes, and prints the throughput ratio.
+
+Needs (not in requirements.txt): dlib-bin==20.0.1.post1,
+face-recognition-models==0.3.0, face_recognition==1.3.0 (--no-deps).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+STAGES = ("decode", "detect", "embed", "match", "write")
+FACE_RECOGNITION_TOLERANCE = 0.6  # the library's documented default
+
+
+# -- synthetic archive ------------------------------------------------------------
+
+def _face_pool(enroll_names: set[str]) -> list[tuple[str | None, np.ndarray]]:
+    """(identity or None for a stranger, face tile with context) from package images."""
+    from deploy.sample_archive import T1_GUESTS, _crop_with_margin
+    from ml.attributes.package_images import astronaut_bgr, read_package_image
+    from ml.pipeline import FacePipeline, _iou
+
+    pipeline = FacePipeline.from_manifest()
+    group = read_package_image("t1.jpg")
+    pool = []
+    for face in pipeline.detect(group):
+        name = next((n for n, box in T1_GUESTS.items() if _iou(face.box, box) > 0.5), None)
+        pool.append((name if name in enroll_names else None, _crop_with_margin(group, face.box, 0.6)))
+    astronaut = astronaut_bgr()
+    best = pipeline.detect(astronaut)[0]
+    pool.append(("Eileen Collins", _crop_with_margin(astronaut, best.box, 0.6)))
+    hanks = read_package_image("Tom_Hanks_54745.png")
+    pool.append(("Tom Hanks", cv2.resize(hanks, (224, 224), interpolation=cv2.INTER_CUBIC)))
+    return pool
+
+
+def _jpeg_with_date(img: np.ndarray, taken: datetime, quality: int) -> bytes:
+    from PIL import Image
+
+    pil = Image.fromarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[36867] = taken.strftime("%Y:%m:%d %H:%M:%S")
+    out = io.BytesIO()
+    pil.save(out, format="JPEG", quality=quality, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def _background(rng: random.Random, width: int, height: int) -> np.ndarray:
+    a = np.array([rng.randint(40, 220) for _ in range(3)], np.float32)
+    b = np.array([rng.randint(40, 220) for _ in range(3)], np.float32)
+    t = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
+    img = np.broadcast_to(a * (1 - t) + b * t, (height, width, 3)).copy()
+    noise = np.random.default_rng(rng.randint(0, 2**31)).normal(0, 6, img.shape).astype(np.float32)
+    return np.clip(img + noise, 0, 255).astype(np.uint8)
+
+
+def _transformed(rng: random.Random, tile: np.ndarray, height: int) -> np.ndarray:
+    scale = height / tile.shape[0]
+    out = cv2.resize(tile, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    if rng.random() < 0.5:
+        out = cv2.flip(out, 1)
+    angle = rng.uniform(-10, 10)
+    matrix = cv2.getRotationMatrix2D((out.shape[1] / 2, out.shape[0] / 2), angle, 1.0)
+    out = cv2.warpAffine(out, matrix, (out.shape[1], out.shape[0]), borderMode=cv2.BORDER_REFLECT)
+    return np.clip(out.astype(np.float32) * rng.uniform(0.75, 1.2), 0, 255).astype(np.uint8)
+
+
+def build_archive(dest: Path, count: int, seed: int = 5) -> tuple[Path, Path, dict[str, set[str]]]:
+    """Returns (enroll dir, archive dir, ground truth: file -> enrolled people in it)."""
+    from deploy.sample_archive import build as build_sample
+    from ml.attributes.package_images import read_package_image
+
+    sample = build_sample(dest / "sample")
+    enroll_names = {p.name for p in sample.enroll_dir.iterdir()}
+    pool = _face_pool(enroll_names)
+    group = read_package_image("t1.jpg")
+    group_people = {name for name, _ in pool[:-2] if name}
+    rng = random.Random(seed)
+    archive = dest / "archive"
+    truth: dict[str, set[str]] = {}
+    written: list[tuple[str, bytes]] = []
+    start = datetime(2015, 1, 1)
+    for i in range(count):
+        rel = f"{2015 + i % 6}/img-{i:05d}.jpg"
+        taken = start + timedelta(days=rng.randint(0, 6 * 365), seconds=rng.randint(0, 86399))
+        if written and rng.random() < 0.02:  # an exact copy: dedup must link it
+            source_rel, data = written[rng.randrange(len(written))]
+            people = truth[source_rel]
+        elif rng.random() < 0.1:  # the group photo, re-shot
+            scale = rng.uniform(0.6, 1.0)
+            img = cv2.resize(group, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            img = cv2.flip(img, 1) if rng.random() < 0.5 else img
+            data, people = _jpeg_with_date(img, taken, rng.randint(70, 92)), set(group_people)
+        else:
+            width, height = 800, 600
+            scene = _background(rng, width, height)
+            people = set()
+            cells = rng.sample([(0, 0), (1, 0), (0, 1), (1, 1)], rng.randint(1, 4))
+            for cx, cy in cells:
+                name, tile = pool[rng.randrange(len(pool))]
+                tile = _transformed(rng, tile, rng.randint(130, 240))
+                th, tw = tile.shape[:2]
+                x = cx * width // 2 + rng.randint(0, max(0, width // 2 - tw))
+                y = cy * height // 2 + rng.randint(0, max(0, height // 2 - th))
+                th, tw = min(th, height - y), min(tw, width - x)
+                scene[y:y + th, x:x + tw] = tile[:th, :tw]
+                if name:
+                    people.add(name)
+            data = _jpeg_with_date(scene, taken, rng.randint(75, 92))
+        path = archive / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        truth[rel] = people
+        written.append((rel, data))
+    return sample.enroll_dir, archive, truth
+
+
+# -- faceindex through the real stack ------------------------------------------------
+
+def _worker_tree_rss(process: subprocess.Popen, peaks: dict[int, int]) -> None:
+    import psutil
+
+    try:
+        root = psutil.Process(process.pid)
+        for proc in [root, *root.children(recursive=True)]:
+            peaks[proc.pid] = max(peaks.get(proc.pid, 0), proc.memory_info().rss)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_dir: Path) -> dict:
+    from django.contrib.auth import get_user_model
+
+    from backend.gallery import services as gallery_services
+    from backend.jobs import services
+    from backend.jobs.models import Image, Job
+    from backend.jobs.services import Upload
+    from backend.reports import selectors
+    from workers.celery_app import app
+
+    user = get_user_model().objects.create_user(username=f"bench-{workers}w-{int(time.time())}")
+    for person in sorted(p for p in enroll_dir.iterdir() if p.is_dir()):
+        identity = gallery_services.create_identity(owner=user, name=person.name)
+        uploads = [Upload.from_bytes(p.name, p.read_bytes()) for p in sorted(person.iterdir())]
+        gallery_services.enroll_from_uploads(identity=identity, uploads=uploads)
+
+    node = f"bench-{workers}@faceindex"
+    log = open(log_dir / f"worker-{workers}.log", "ab")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool=prefork",
+         f"--concurrency={workers}", "-n", node, "--loglevel=WARNING",
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    peaks: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while not app.control.ping(destination=[node], timeout=0.5):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start; see {log_dir}")
+        time.sleep(3)  # pool children load the models in worker_process_init
+        wall_started = time.monotonic()
+        job, _ = services.submit_import(owner=user, source=str(archive))
+        last_print = 0.0
+        while True:
+            _worker_tree_rss(worker, peaks)
+            job.refresh_from_db()
+            if time.monotonic() - last_print > 15:
+                print(f"  {workers} worker(s): {job.done_images}/{job.total_images}", file=sys.stderr, flush=True)
+                last_print = time.monotonic()
+            if job.status in (Job.Status.COMPLETED, Job.Status.CANCELLED):
+                break
+            time.sleep(0.5)
+        wall = time.monotonic() - wall_started
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    job.refresh_from_db()
+    seconds = (job.finished_at - job.started_at).total_seconds()
+    stage_sums = {stage: 0.0 for stage in STAGES}
+    timed = 0
+    for timings in Image.objects.filter(job=job, linked_from__isnull=True, status=Image.Status.DONE).values_list("timings", flat=True):
+        timed += 1
+        for stage in STAGES:
+            stage_sums[stage] += timings.get(stage, 0.0)
+    report = selectors.identity_report(owner=user, job=job)
+    found = {}
+    for row in report["identities"]:
+        for face in row["faces"]:
+            found.setdefault(face["image"], set()).add(row["name"])
+    pool_pids = sorted(peaks, key=lambda pid: pid != worker.pid)
+    return {
+        "workers": workers,
+        "job": job,
+        "images": job.total_images,
+        "processed": job.processed_images,
+        "failed": job.failed_images,
+        "linked": job.linked_images,
+        "faces": job.faces_found,
+        "seconds": seconds,
+        "wall_seconds": wall,
+        "images_per_s": job.total_images / seconds,
+        "faces_per_s": job.faces_found / seconds,
+        "stage_ms": {stage: 1000 * total / max(timed, 1) for stage, total in stage_sums.items()},
+        "peak_rss_mb": [round(peaks[pid] / 2**20) for pid in pool_pids],
+        "found": found,
+        "report": report,
+    }
+
+
+# -- face_recognition on the same files ---------------------------------------------------
+
+def _import_face_recognition():
+    # face_recognition_models 0.3.0 imports pkg_resources, which setuptools >= 81
+    # no longer ships: give it the one function it uses.
+    import importlib.resources
+    import types
+
+    if "pkg_resources" not in sys.modules:
+        try:
+            import pkg_resources  # noqa: F401
+        except ImportError:
+            shim = types.ModuleType("pkg_resources")
+            shim.resource_filename = lambda package, name: str(importlib.resources.files(package) / name)
+            sys.modules["pkg_resources"] = shim
+    import face_recognition
+
+    return face_recognition
+
+
+_known: tuple[list[str], np.ndarray] | None = None
+
+
+def _fr_init(known_names, known_encodings) -> None:
+    global _known
+    cv2.setNumThreads(1)
+    _known = (known_names, np.asarray(known_encodings))
+
+
+def _fr_one(path: str) -> tuple[str, int, list[str]]:
+    face_recognition = _import_face_recognition()
+    img = face_recognition.load_image_file(path)
+    locations = face_recognition.face_locations(img)  # HOG, one upsample (the defaults)
+    encodings = face_recognition.face_encodings(img, locations)
+    names = []
+    known_names, known = _known
+    for encoding in encodings:
+        distances = np.linalg.norm(known - encoding, axis=1)
+        best = int(np.argmin(distances))
+        if distances[best] <= FACE_RECOGNITION_TOLERANCE:
+            names.append(known_names[best])
+    return path, len(encodings), names
+
+
+def run_face_recognition(processes: int, enroll_dir: Path, archive: Path, limit: int | None = None) -> dict:
+    face_recognition = _import_face_recognition()
+    known_names, known_encodings = [], []
+    for person in sorted(p for p in enroll_dir.iterdir() if p.is_dir()):
+        for photo in sorted(person.iterdir()):
+            img = face_recognition.load_image_file(str(photo))
+            encodings = face_recognition.face_encodings(img)
+            if encodings:
+                known_names.append(person.name)
+                known_encodings.append(encodings[0])
+    files = sorted(str(p) for p in archive.rglob("*.jpg"))
+    if limit and limit < len(files):  # an evenly spaced sample: HOG takes ~1.5 s per image on 2 cores
+        files = files[:: len(files) // limit][:limit]
+    started = time.monotonic()
+    found: dict[str, set[str]] = {}
+    faces = 0
+    with multiprocessing.get_context("spawn").Pool(processes, _fr_init, (known_names, known_encodings)) as pool:
+        for path, count, names in pool.imap_unordered(_fr_one, files, chunksize=4):
+            faces += count
+            if names:
+                found[str(Path(path).relative_to(archive))] = set(names)
+    seconds = time.monotonic() - started
+    return {"processes": processes, "images": len(files), "files": [str(Path(f).relative_to(archive)) for f in files], "faces": faces, "seconds": seconds,
+            "images_per_s": len(files) / seconds, "faces_per_s": faces / seconds, "found": found,
+            "enrolled": sorted(set(known_names))}
+
+
+# -- scoring and printing ----------------------------------------------------------------
+
+def precision_recall(found: dict[str, set[str]], truth: dict[str, set[str]]) -> tuple[float, float]:
+    true_pos = sum(len(found.get(f, set()) & people) for f, people in truth.items())
+    predicted = sum(len(v) for v in found.values())
+    actual = sum(len(v) for v in truth.values())
+    return true_pos / max(predicted, 1), true_pos / max(actual, 1)
+
+
+def check_report_matches_database(result: dict) -> None:
+    from backend.gallery.models import Face
+    from backend.reports.selectors import job_faces
+
+    job = result["job"]
+    faces = job_faces(job)
+    report = result["report"]
+    assert report["total_faces"] == faces.count() == job.faces_found, (report["total_faces"], faces.count(), job.faces_found)
+    assert sum(r["appearances"] for r in report["identities"]) == faces.filter(identity__isnull=False).count()
+    assert report["unknown_faces"] == faces.filter(identity__isnull=True).count()
+    assert Face.objects.filter(image__job=job, image__linked_from__isnull=False).count() == 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--fr-processes", type=int, default=2, help="face_recognition processes (0: skip)")
+    parser.add_argument("--fr-images", type=int, default=300,
+                        help="face_recognition runs on an evenly spaced sample of this many images (0: all)")
+    parser.add_argument("--skip-face-recognition", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=None, help="FACEINDEX_BATCH_SIZE for the workers")
+    parser.add_argument("--port-base", type=int, default=15700)
+    parser.add_argument("--var-dir", type=Path, default=REPO_ROOT / "var" / "bench")
+    parser.add_argument("--keep", action="store_true", help="keep the stack and archive afterwards")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="faceindex-bench-"))
+    print(f"building a {args.images}-image synthetic archive in {work} ...", file=sys.stderr, flush=True)
+    built = time.monotonic()
+    enroll_dir, archive, truth = build_archive(work, args.images)
+    print(f"  built in {time.monotonic() - built:.0f}s", file=sys.stderr, flush=True)
+
+    from deploy.ports import StackPorts
+    from deploy.stack import Stack
+
+    stack = Stack(args.var_dir, StackPorts.from_base(args.port_base))
+    stack.start()
+    env = {**os.environ, **stack.env(), "DJANGO_SETTINGS_MODULE": "backend.config.settings",
+           "FACEINDEX_IMPORT_ROOTS": str(work), "FACEINDEX_SWEEP_INTERVAL_S": "0", "PYTHONUNBUFFERED": "1"}
+    if args.batch_size:
+        env["FACEINDEX_BATCH_SIZE"] = str(args.batch_size)
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    import redis
+    call_command("migrate", verbosity=0)
+    redis.Redis.from_url(stack.redis.url()).flushdb()
+    log_dir = args.var_dir / "log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        results = []
+        for workers in args.workers:
+            print(f"indexing with {workers} worker process(es) ...", file=sys.stderr, flush=True)
+            result = run_faceindex(workers, enroll_dir, archive, env, log_dir)
+            check_report_matches_database(result)
+            results.append(result)
+        fr = None
+        if not args.skip_face_recognition and args.fr_processes > 0:
+            print(f"face_recognition with {args.fr_processes} process(es) ...", file=sys.stderr, flush=True)
+            fr = run_face_recognition(args.fr_processes, enroll_dir, archive, args.fr_images or None)
+    finally:
+        if not args.keep:
+            stack.stop()
+            shutil.rmtree(work, ignore_errors=True)
+
+    from django.conf import settings
+
+    cpu = os.cpu_count()
+    print(f"\nArchive benchmark: {args.images} images (800x600 scenes + group photos, 2% exact duplicates), "
+          f"{cpu} CPU cores, batch size {settings.FACEINDEX_BATCH_SIZE}\n")
+    header = f"{'system':<26}{'procs':>6}{'images/s':>10}{'faces/s':>9}{'seconds':>9}{'faces':>7}{'linked':>7}{'failed':>7}{'prec':>6}{'recall':>7}  peak RSS MB"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        p, rc = precision_recall(r["found"], truth)
+        print(f"{'faceindex (YuNet+SFace)':<26}{r['workers']:>6}{r['images_per_s']:>10.1f}{r['faces_per_s']:>9.1f}"
+              f"{r['seconds']:>9.1f}{r['faces']:>7}{r['linked']:>7}{r['failed']:>7}{p:>6.3f}{rc:>7.3f}  "
+              f"{' '.join(map(str, r['peak_rss_mb']))} (main, pool...)")
+    if fr:
+        sampled = {f: truth[f] for f in fr["files"]}
+        p, rc = precision_recall(fr["found"], sampled)
+        print(f"{'face_recognition (HOG)':<26}{fr['processes']:>6}{fr['images_per_s']:>10.1f}{fr['faces_per_s']:>9.1f}"
+              f"{fr['seconds']:>9.1f}{fr['faces']:>7}{'-':>7}{'-':>7}{p:>6.3f}{rc:>7.3f}")
+    print("\nPer-stage mean ms per indexed image (detect/embed are per image; embed is one batched call per task):")
+    print(f"{'procs':>6}" + "".join(f"{s:>9}" for s in STAGES))
+    for r in results:
+        print(f"{r['workers']:>6}" + "".join(f"{r['stage_ms'][s]:>9.1f}" for s in STAGES))
+    summary = {"images": args.images, "cpu_cores": cpu, "faceindex": [
+        {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k not in ("job", "found", "report")}
+        for r in results]}
+    if fr:
+        same = next((r for r in results if r["workers"] == fr["processes"]), results[-1])
+        ratio = same["images_per_s"] / fr["images_per_s"]
+        print(f"\nfaceindex with {same['workers']} worker(s) vs face_recognition with {fr['processes']} process(es) "
+              f"(on {fr['images']} of the images): {ratio:.1f}x the images/s")
+        summary["face_recognition"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in fr.items() if k not in ("found", "files")}
+        summary["ratio_images_per_s"] = round(ratio, 2)
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
