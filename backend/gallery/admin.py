@@ -23,9 +23,13 @@ def thumbnail(key: str | None, height: int = 64) -> str:
     return format_html('<img src="{}" height="{}" alt="face" loading="lazy">', url, height) if url else "-"
 
 
-def thumbnails(faces, height: int = 48) -> str:
+def thumbnails(keys, height: int = 48) -> str:
     return format_html_join(" ", '<img src="{}" height="{}" alt="face" loading="lazy">',
-                            ((presigned_url(f.crop_key), height) for f in faces if f.crop_key)) or "-"
+                            ((presigned_url(key), height) for key in keys if key)) or "-"
+
+
+def crop_keys(faces) -> list[str]:
+    return [face.crop_key for face in faces]
 
 
 class StaffScopedAdmin(admin.ModelAdmin):
@@ -132,8 +136,8 @@ class IdentityAdmin(StaffScopedAdmin):
 
     @admin.display(description="faces")
     def preview(self, obj):
-        keys = [t.crop_key for t in obj.templates.order_by("-quality", "id")[:3]]
-        return thumbnails([type("Crop", (), {"crop_key": k}) for k in keys]) if keys else thumbnails(obj.faces.order_by("-quality")[:3])
+        keys = crop_keys(obj.templates.order_by("-quality", "id")[:3]) or crop_keys(obj.faces.order_by("-quality", "id")[:3])
+        return thumbnails(keys)
 
     def save_model(self, request, obj, form, change):
         services.rename_identity(identity=obj, name=obj.name)
@@ -237,11 +241,11 @@ class UnknownClusterAdmin(StaffScopedAdmin):
 
     @admin.display(description="sample crops")
     def samples(self, obj):
-        return thumbnails(clustering.sample_faces(obj))
+        return thumbnails(crop_keys(clustering.sample_faces(obj)))
 
     @admin.display(description="faces")
     def all_faces(self, obj):
-        return thumbnails(obj.faces.order_by("-quality", "id")[:200], height=64)
+        return thumbnails(crop_keys(obj.faces.order_by("-quality", "id")[:200]), height=64)
 
     @admin.action(description="Name selected cluster (new identity, or add to an existing one)")
     def name_cluster(self, request, queryset):
@@ -262,7 +266,7 @@ class UnknownClusterAdmin(StaffScopedAdmin):
                 return None
         return TemplateResponse(request, "admin/gallery/name_cluster.html", {
             **self.admin_site.each_context(request), "title": f"Name {cluster}", "cluster": cluster, "form": form,
-            "faces": thumbnails(cluster.faces.order_by("-quality", "id")[:50], height=64),
+            "faces": thumbnails(crop_keys(cluster.faces.order_by("-quality", "id")[:50]), height=64),
             "opts": self.model._meta, "action": "name_cluster",
             "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
         })
