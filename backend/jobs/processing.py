@@ -79,7 +79,7 @@ def read_original(image: Image) -> bytes:
     if image.source_path:
         try:
             return sources.read_folder_file(image.source_path, limit)
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        except OSError as exc:  # missing, unreadable, or now a symlink
             raise SourceUnreadable("source_missing", f"cannot read {image.original_name}: {exc}")
     if image.source_bucket:
         try:

@@ -143,10 +143,14 @@ def _iter_folder(source: Source) -> Iterator[SourceFile]:
 
 
 def read_folder_file(path: str, limit: int) -> bytes:
-    # Checked again at read time: the file may have been swapped for a link since listing.
-    if root_containing(path) is None:
-        raise PermissionError(f"{path} is no longer under an allowed import root")
-    with open(os.path.realpath(path), "rb") as handle:
+    """Read a listed file. The path was resolved and checked against the roots at
+    listing time; refusing any path that no longer resolves to itself (a
+    component swapped for a symlink since) keeps it inside its root, so
+    workers need the roots mounted at the same paths but no allow-list of their own."""
+    if os.path.realpath(path) != path:
+        raise PermissionError(f"{path} now goes through a symbolic link")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
         return handle.read(limit + 1)
 
 

@@ -1,7 +1,9 @@
-"""python manage.py index PATH [--enroll DIR] [--wait] [--json]
+"""python manage.py index PATH|s3://bucket/prefix [--in-place] [--enroll DIR] [--wait] [--json]
 
-Submits a folder or zip through the same services the REST API uses, waits
-with a progress bar, and prints the per-identity report.
+Submits a folder or zip (uploaded), an S3 prefix or, with --in-place, a
+server-side folder under FACEINDEX_IMPORT_ROOTS (read where it lies) through
+the same services the REST API uses, waits with a progress bar (done/total,
+images/s, ETA, faces, failures), and prints the per-identity report.
 """
 import json
 import sys
@@ -27,27 +29,27 @@ class Command(BaseCommand):
     help = "Index a folder or zip of photos and print the per-identity report."
 
     def add_arguments(self, parser):
-        parser.add_argument("path", type=Path, help="folder or .zip of photos")
+        parser.add_argument("path", help="folder or .zip of photos, or s3://bucket/prefix")
+        parser.add_argument("--in-place", action="store_true",
+                            help="index the folder where it lies (must be under FACEINDEX_IMPORT_ROOTS) instead of uploading it")
+        parser.add_argument("--webhook-url", default="", help="completion webhook for this job")
         parser.add_argument("--enroll", type=Path, help="folder with one sub-folder of photos per known person")
         parser.add_argument("--owner", default="demo", help="username that owns the job (created if missing)")
         parser.add_argument("--wait", action="store_true", help="wait for the job and print the report")
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
         parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most")
 
-    def handle(self, *args, path: Path, enroll: Path | None, owner: str, wait: bool, json: bool, timeout: float, **_):
+    def handle(self, *args, path: str, enroll: Path | None, owner: str, wait: bool, json: bool, timeout: float,
+               in_place: bool = False, webhook_url: str = "", **_):
         user, _ = get_user_model().objects.get_or_create(username=owner)
         log = sys.stderr
         if enroll:
             self._enroll(user, enroll, log)
-        if not path.exists():
-            raise CommandError(f"{path} does not exist")
-        uploads = [services.Upload(str(p.relative_to(path)), p.open("rb"), p.stat().st_size) for p in files_under(path)] \
-            if path.is_dir() else [services.Upload(path.name, path.open("rb"), path.stat().st_size)]
-        try:
-            job, _ = services.submit_job(owner=user, uploads=uploads)
-        finally:
-            for upload in uploads:
-                upload.fileobj.close()
+        if path.startswith("s3://") or in_place:
+            source = path if path.startswith("s3://") else str(Path(path).resolve())
+            job, _ = services.submit_import(owner=user, source=source, webhook_url=webhook_url)
+        else:
+            job = self._upload(user, Path(path), webhook_url)
         print(f"job {job.pk}: {job.total_images} images queued", file=log)
         if not wait:
             return
@@ -57,6 +59,18 @@ class Command(BaseCommand):
             self.stdout.write(__import__("json").dumps(report, indent=2, default=str))
         else:
             self.stdout.write(format_report(report))
+
+    def _upload(self, user, path: Path, webhook_url: str) -> Job:
+        if not path.exists():
+            raise CommandError(f"{path} does not exist")
+        uploads = [services.Upload(str(p.relative_to(path)), p.open("rb"), p.stat().st_size) for p in files_under(path)] \
+            if path.is_dir() else [services.Upload(path.name, path.open("rb"), path.stat().st_size)]
+        try:
+            job, _ = services.submit_job(owner=user, uploads=uploads, webhook_url=webhook_url)
+        finally:
+            for upload in uploads:
+                upload.fileobj.close()
+        return job
 
     def _enroll(self, user, root: Path, log) -> None:
         for person_dir in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -81,7 +95,8 @@ class Command(BaseCommand):
             while True:
                 job.refresh_from_db()
                 bar.n = job.done_images
-                bar.set_postfix(failed=job.failed_images, faces=job.faces_found)
+                # tqdm's own rate and ETA count from the bar's start; linked (deduplicated) images count as done.
+                bar.set_postfix(failed=job.failed_images, faces=job.faces_found, linked=job.linked_images)
                 bar.refresh()
                 if job.status in (Job.Status.COMPLETED, Job.Status.CANCELLED):
                     break

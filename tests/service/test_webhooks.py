@@ -1,0 +1,93 @@
+"""Completion webhooks: HMAC-signed, retried with backoff, logged; a real HTTP server on 127.0.0.1."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from .conftest import files_payload, wait_for_job
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
+
+
+class Receiver:
+    """Answers 500 to the first POST, 200 afterwards; records every request."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
+                                          "at": time.monotonic()})
+                self.send_response(500 if len(receiver.requests) == 1 else 200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count:
+            assert time.monotonic() < deadline, f"only {len(self.requests)} webhook requests arrived"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.server.shutdown()
+
+
+def test_completion_webhook_is_signed_retried_and_logged(api, sample_archive, receiver):
+    endpoint = api.put("/api/v1/webhook", {"url": f"{receiver.url}/owner-default"}, format="json")
+    assert endpoint.status_code == 200, endpoint.content
+    secret = endpoint.json()["secret"]
+    assert len(secret) == 64 and api.get("/api/v1/webhook").json()["secret"] == secret
+
+    photo = (sample_archive.archive_dir / "2021/hanks-large.jpg").read_bytes()
+    payload = {**files_payload({"h.jpg": photo}), "webhook_url": f"{receiver.url}/this-job"}
+    job = wait_for_job(api, api.post("/api/v1/jobs", payload, format="multipart").json()["id"])
+    receiver.wait_for(2)
+    first, second = receiver.requests[:2]
+    assert first["path"] == second["path"] == "/this-job"  # the job's URL wins over the owner's
+    assert first["body"] == second["body"]  # a retry sends the same bytes
+    assert second["at"] - first["at"] >= 1.5  # backoff, not a hot loop
+    for request in (first, second):
+        expected = "sha256=" + hmac.new(secret.encode(), request["body"], hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(request["headers"]["X-Faceindex-Signature"], expected)
+        assert request["headers"]["X-Faceindex-Event"] == "job.completed"
+    body = json.loads(second["body"])
+    assert body["event"] == "job.completed" and body["job"]["job_id"] == job["id"]
+    assert body["job"]["processed"] == 1 and body["job"]["faces"] == job["faces_found"] == 1
+
+    deadline = time.monotonic() + 10
+    while True:
+        log = api.get("/api/v1/webhooks/deliveries", {"job": job["id"]}).json()
+        if log["results"] and log["results"][0]["status"] == "delivered" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert log["count"] == 1
+    delivery = log["results"][0]
+    assert delivery["status"] == "delivered" and delivery["delivered_at"]
+    assert [a["status_code"] for a in delivery["attempts"]] == [500, 200]
+    assert delivery["url"] == f"{receiver.url}/this-job"
+    assert str(delivery["id"]) == first["headers"]["X-Faceindex-Delivery"]
+
+    # The owner's default URL is used when the job names none.
+    wait_for_job(api, api.post("/api/v1/jobs", files_payload({"again.jpg": photo + b"\0"}),
+                                format="multipart").json()["id"])
+    receiver.wait_for(3)
+    assert receiver.requests[2]["path"] == "/owner-default"
