@@ -145,7 +145,11 @@ def on_faces_indexed(owner_id: int, face_ids: list[int]) -> None:
         return
     from workers.celery_app import app
 
-    app.send_task("faceindex.cluster_faces", args=[owner_id], kwargs={"face_ids": list(face_ids)})
+    try:
+        # No publish retries: indexing must not wait on, or fail with, the broker.
+        app.send_task("faceindex.cluster_faces", args=[owner_id], kwargs={"face_ids": list(face_ids)}, retry=False)
+    except Exception:  # broker away: the faces stay cluster_checked=False and cluster_pending catches up
+        log.warning("could not queue clustering of %d faces of owner %s", len(face_ids), owner_id, exc_info=True)
 
 
 def _faces_near_templates(owner_id: int, template_ids: list[int], threshold: float) -> set[int]:
