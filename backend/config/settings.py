@@ -175,6 +175,10 @@ FACEINDEX_ZIP_MAX_RATIO = int(setting("FACEINDEX_ZIP_MAX_RATIO", "100"))
 FACEINDEX_MATCH_CANDIDATES = int(setting("FACEINDEX_MATCH_CANDIDATES", "20"))
 FACEINDEX_HNSW_EF_SEARCH = int(setting("FACEINDEX_HNSW_EF_SEARCH", "100"))
 FACEINDEX_AMBIGUITY_MARGIN = float(setting("FACEINDEX_AMBIGUITY_MARGIN", "0.03"))
+# Face models by manifest id (weights/manifest.toml); empty = the manifest's defaults.
+# A recognizer whose width differs from the gallery columns is refused at load.
+FACEINDEX_DETECTOR = setting("FACEINDEX_DETECTOR", "")
+FACEINDEX_RECOGNIZER = setting("FACEINDEX_RECOGNIZER", "")
 
 LOGGING = {
     "version": 1,

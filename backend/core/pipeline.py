@@ -6,6 +6,7 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
+from django.conf import settings
 
 _lock = threading.Lock()
 
@@ -14,7 +15,18 @@ _lock = threading.Lock()
 def _load():
     from ml.pipeline import FacePipeline
 
-    return FacePipeline.from_manifest()
+    from backend.gallery.models import EMBEDDING_DIM
+
+    pipeline = FacePipeline.from_manifest(
+        detector=settings.FACEINDEX_DETECTOR or None, recognizer=settings.FACEINDEX_RECOGNIZER or None
+    )
+    if pipeline.embedding_dim != EMBEDDING_DIM:
+        # Vectors of another width cannot share the gallery's columns or index.
+        raise RuntimeError(
+            f"recognizer {pipeline.recognizer_id!r} emits {pipeline.embedding_dim}-d embeddings but the gallery "
+            f"stores {EMBEDDING_DIM}-d vectors; choose a {EMBEDDING_DIM}-d recognizer or migrate the vector columns"
+        )
+    return pipeline
 
 
 def get_pipeline():
