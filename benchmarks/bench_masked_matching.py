@@ -81,7 +81,7 @@ STRATEGIES = ("bare only", "max(bare, masked)", "masked if probe masked",
 def main(root: Path) -> None:
     from ml.attributes.overlay import synthesize_masked, synthesize_masked_image
     from ml.attributes.synthetic import made_up_fabric
-    from ml.attributes.templates import masked_templates
+    from ml.attributes.templates import masked_blend_template, masked_templates
     from ml.pipeline import FacePipeline
 
     pipeline = FacePipeline.from_manifest()
@@ -92,8 +92,7 @@ def main(root: Path) -> None:
     bare = pipeline.embed_crops(crops)
     templates = [masked_templates(c) for c in crops]
     masked_enrolled = np.stack([pipeline.embed_crops([t[k] for t in templates]) for k in range(len(templates[0]))])
-    blend = bare + masked_enrolled.mean(axis=0)
-    blend /= np.linalg.norm(blend, axis=1, keepdims=True)
+    blend = np.stack([masked_blend_template(bare[i], masked_enrolled[:, i]) for i in range(len(bare))])
 
     rng = np.random.default_rng(7)
     probes = {"unmasked": (bare, np.zeros(len(crops), bool))}
