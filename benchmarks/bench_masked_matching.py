@@ -8,7 +8,8 @@ a bare photo, plus -- depending on the strategy -- the ``masked_templates`` of
 it. A. identification: one enrollment per person (13), every other photo a
 probe, top-1, averaged over 5 choices of the enrolled photo. B. verification
 over all ordered photo pairs (one enrolled, the other the probe): AUC, TAR and
-FAR at the recognizer's threshold, TAR at 1% and 0.1% FAR.
+FAR at the recognizer's threshold, TAR at 1% and 0.1% FAR. Strategies that
+depend on the probe's mask state take it from the shipped MaskClassifier.
 
 Probe fabrics differ from the enrollment ones where possible ("green",
 "white", made-up fabrics) so the gain is not from matching an identical mask.
@@ -79,6 +80,7 @@ STRATEGIES = ("bare only", "max(bare, masked)", "masked if probe masked",
 
 
 def main(root: Path) -> None:
+    from ml.attributes import MaskClassifier
     from ml.attributes.overlay import synthesize_masked, synthesize_masked_image
     from ml.attributes.synthetic import made_up_fabric
     from ml.attributes.templates import masked_blend_template, masked_templates
@@ -95,11 +97,18 @@ def main(root: Path) -> None:
     blend = np.stack([masked_blend_template(bare[i], masked_enrolled[:, i]) for i in range(len(bare))])
 
     rng = np.random.default_rng(7)
-    probes = {"unmasked": (bare, np.zeros(len(crops), bool))}
+    # "if probe masked" strategies use the shipped mask classifier's verdict, as search will.
+    classifier = MaskClassifier.load()
+
+    def probe(probe_crops):
+        flagged = np.array([p.masked for p in classifier.predict(probe_crops)])
+        return pipeline.embed_crops(probe_crops), flagged
+
+    probes = {"unmasked": probe(crops)}
     for fabric in ("green", "white", "made-up"):
         masked = [synthesize_masked(c, rng=rng, texture=made_up_fabric(rng)) if fabric == "made-up"
                   else synthesize_masked(c, fabric, rng) for c in crops]
-        probes[f"masked crop, {fabric}"] = (pipeline.embed_crops(masked), np.ones(len(crops), bool))
+        probes[f"masked crop, {fabric}"] = probe(masked)
     # Whole-photo masks: detection and landmarks must cope with the mask too.
     redetected, found = [], 0
     for i, (img, lm) in enumerate(zip(images, landmarks)):
@@ -108,7 +117,9 @@ def main(root: Path) -> None:
         found += bool(near)
         redetected.append(pipeline.align(masked_img, near[0].landmarks if near else lm))
     print(f"whole-photo masks (green/white): detector re-found {found}/{len(images)} faces")
-    probes["masked photo, re-detected"] = (pipeline.embed_crops(redetected), np.ones(len(crops), bool))
+    probes["masked photo, re-detected"] = probe(redetected)
+    for name, (_, flagged) in probes.items():
+        print(f"mask classifier flags {flagged.sum()}/{len(flagged)} probes of '{name}' as masked")
 
     # A: one enrollment per person, every other photo of the 13 people is a probe;
     # repeated with each photo index as the enrollment, averaged.
