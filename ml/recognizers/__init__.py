@@ -10,6 +10,8 @@ import importlib
 
 IMPLEMENTATIONS = {
     "sface": "ml.recognizers.sface:SFaceRecognizer",
+    "onnx": "ml.recognizers.onnx:OnnxRecognizer",  # models from ml.training.export
+    "facenet": "ml.recognizers.facenet:FaceNetRecognizer",  # imports torch when built
 }
 
 

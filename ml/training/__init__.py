@@ -7,5 +7,6 @@
 Modules: ``losses`` (combined margin), ``partial_fc``, ``backbones`` (registry:
 facenet, iresnet50, iresnet_tiny, mobilefacenet), ``data`` (folder-per-identity,
 alignment cache through ``ml``'s pipeline, splits), ``augment``, ``freeze``,
-``metrics``, ``train``, ``study``, ``export`` and ``onnx_recognizer``.
+``metrics``, ``train``, ``study`` and ``export`` (its ONNX files run in
+``ml.recognizers.onnx``).
 """

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("onnx", reason="torch.onnx.export needs the onnx package (onnx==1.23.2)")
 
 from ml.training.export import export_run  # noqa: E402
-from ml.training.onnx_recognizer import OnnxRecognizer  # noqa: E402
+from ml.recognizers.onnx import OnnxRecognizer  # noqa: E402
 from ml.training.train import TrainConfig, Trainer, embed_all  # noqa: E402
 
 
