@@ -40,3 +40,27 @@ def encode_jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
     if not ok:
         raise ValueError("could not encode JPEG")
     return buf.tobytes()
+
+
+@lru_cache(maxsize=1)
+def _load_mask_classifier():
+    from ml.attributes import MaskClassifier
+
+    return MaskClassifier.load()
+
+
+@lru_cache(maxsize=1)
+def _load_age_sex():
+    from ml.attributes import AgeSexEstimator
+
+    return AgeSexEstimator.load()
+
+
+def get_mask_classifier():
+    with _lock:
+        return _load_mask_classifier()
+
+
+def get_age_sex_estimator():
+    with _lock:
+        return _load_age_sex()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
@@ -91,7 +91,7 @@ class ReadOnlyInline(admin.TabularInline):
 
 class TemplateInline(ReadOnlyInline):
     model = Template
-    fields = ["crop", "quality", "source_key", "created_at"]
+    fields = ["crop", "masked", "quality", "source_key", "created_at"]
     readonly_fields = fields
 
     @admin.display(description="crop")
@@ -102,7 +102,7 @@ class TemplateInline(ReadOnlyInline):
 class FaceInline(ReadOnlyInline):
     model = Face
     fk_name = "identity"
-    fields = ["crop", "image", "similarity", "identity_locked", "manual", "det_score", "quality"]
+    fields = ["crop", "image", "similarity", "mask_state", "identity_locked", "manual", "det_score", "quality"]
     readonly_fields = fields
 
     def get_queryset(self, request):
@@ -124,7 +124,7 @@ class IdentityAdmin(StaffScopedAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("owner").annotate(
-            template_count=Count("templates", distinct=True), face_count=Count("faces", distinct=True))
+            template_count=Count("templates", filter=Q(templates__masked=False), distinct=True), face_count=Count("faces", distinct=True))
 
     @admin.display(description="templates", ordering="template_count")
     def template_count(self, obj):
@@ -136,7 +136,7 @@ class IdentityAdmin(StaffScopedAdmin):
 
     @admin.display(description="faces")
     def preview(self, obj):
-        keys = crop_keys(obj.templates.order_by("-quality", "id")[:3]) or crop_keys(obj.faces.order_by("-quality", "id")[:3])
+        keys = crop_keys(obj.templates.filter(masked=False).order_by("-quality", "id")[:3]) or crop_keys(obj.faces.order_by("-quality", "id")[:3])
         return thumbnails(keys)
 
     def save_model(self, request, obj, form, change):

@@ -1,4 +1,4 @@
-from django.db.models import Count
+from django.db.models import Count, Q
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -25,7 +25,7 @@ class IdentityListApi(APIView):
     @extend_schema(responses=IdentitySerializer(many=True))
     def get(self, request):
         identities = Identity.objects.filter(owner=request.user).annotate(
-            template_count=Count("templates", distinct=True), face_count=Count("faces", distinct=True)
+            template_count=Count("templates", filter=Q(templates__masked=False), distinct=True), face_count=Count("faces", distinct=True)
         ).order_by("name", "id")
         if request.query_params.get("search"):
             identities = identities.filter(name__icontains=request.query_params["search"])

@@ -173,7 +173,7 @@ def name_cluster(*, owner, cluster_id: int, name: str | None = None, identity_id
         best = [f.pk for f in faces[:TEMPLATES_PER_NAMED_CLUSTER]]
         services.enroll_from_faces(identity=identity, face_ids=best)
         rest = faces[TEMPLATES_PER_NAMED_CLUSTER:]
-        templates = np.asarray(list(identity.templates.values_list("embedding", flat=True)), dtype=np.float32)
+        templates = np.asarray(list(identity.templates.filter(masked=False).values_list("embedding", flat=True)), dtype=np.float32)
         for face in rest:
             similarity = float(np.max(templates @ np.asarray(face.embedding, dtype=np.float32)))
             Face.objects.filter(pk=face.pk).update(identity=identity, identity_locked=True, similarity=similarity, cluster=None)

@@ -41,11 +41,18 @@ def match_threshold() -> float:
     return float(get_pipeline().threshold)
 
 
-def identity_scores(owner_id: int, embedding: np.ndarray, *, k: int | None = None) -> dict[int, float]:
-    """Best cosine similarity per identity among the K nearest templates."""
+def identity_scores(owner_id: int, embedding: np.ndarray, *, k: int | None = None, probe_masked: bool = False) -> dict[int, float]:
+    """Best cosine similarity per identity among the K nearest templates.
+
+    Synthetic-masked templates take part only for masked probes: against bare
+    probes they add false matches and no true ones (measured, docs/masks.md).
+    """
     k = k or settings.FACEINDEX_MATCH_CANDIDATES
+    templates = Template.objects.filter(owner_id=owner_id)
+    if not probe_masked:
+        templates = templates.filter(masked=False)
     rows = (
-        Template.objects.filter(owner_id=owner_id)
+        templates
         .annotate(distance=CosineDistance("embedding", np.asarray(embedding, dtype=np.float32)))
         .order_by("distance")
         .values_list("identity_id", "distance")[:k]
@@ -73,6 +80,8 @@ def decide(scores: dict[int, float], *, threshold: float, excluded: set[int] = f
     return Match(best_identity, best_similarity, runner_up)
 
 
-def match_embedding(owner_id: int, embedding: np.ndarray, *, threshold: float | None = None, excluded: set[int] = frozenset()) -> Match:
+def match_embedding(owner_id: int, embedding: np.ndarray, *, threshold: float | None = None,
+                    excluded: set[int] = frozenset(), probe_masked: bool = False) -> Match:
     threshold = match_threshold() if threshold is None else threshold
-    return decide(identity_scores(owner_id, embedding), threshold=threshold, excluded=excluded)
+    scores = identity_scores(owner_id, embedding, probe_masked=probe_masked)
+    return decide(scores, threshold=threshold, excluded=excluded)

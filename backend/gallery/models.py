@@ -31,6 +31,9 @@ class Template(models.Model):
     source_key = models.CharField(max_length=512, blank=True)
     source_face = models.ForeignKey("Face", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     quality = models.FloatField(default=0.0)
+    # A synthetic-masked copy of an enrollment face: searched only for probes
+    # the mask classifier calls masked (bare probes would gain false matches).
+    masked = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -43,6 +46,12 @@ class Template(models.Model):
                 opclasses=["vector_cosine_ops"],
             )
         ]
+
+
+class MaskState(models.TextChoices):
+    NO_MASK = "no_mask"
+    MASK = "mask"
+    MASK_INCORRECT = "mask_incorrect"
 
 
 class Face(models.Model):
@@ -71,6 +80,12 @@ class Face(models.Model):
     # Whether clustering has considered this unknown face since it became
     # unknown; clustering.cluster_pending picks up the rest.
     cluster_checked = models.BooleanField(default=False)
+    mask_state = models.CharField(max_length=16, choices=MaskState.choices, blank=True, db_index=True)
+    mask_score = models.FloatField(null=True, blank=True)
+    # Age and sex are estimated only when a job asks for them (privacy).
+    age = models.FloatField(null=True, blank=True)
+    sex = models.CharField(max_length=8, blank=True)
+    sex_score = models.FloatField(null=True, blank=True)
     crop_key = models.CharField(max_length=512, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -2,7 +2,7 @@ from rest_framework import serializers
 
 from backend.core.storage import presigned_url
 
-from .models import Face, Identity
+from .models import Template, Face, Identity
 
 
 class IdentitySerializer(serializers.ModelSerializer):
@@ -14,7 +14,7 @@ class IdentitySerializer(serializers.ModelSerializer):
         fields = ["id", "name", "templates", "faces", "created_at", "updated_at"]
 
     def get_templates(self, obj) -> int:
-        return getattr(obj, "template_count", None) if hasattr(obj, "template_count") else obj.templates.count()
+        return getattr(obj, "template_count", None) if hasattr(obj, "template_count") else obj.templates.filter(masked=False).count()
 
     def get_faces(self, obj) -> int:
         return getattr(obj, "face_count", None) if hasattr(obj, "face_count") else obj.faces.count()
@@ -30,13 +30,26 @@ class FaceSerializer(serializers.ModelSerializer):
     crop_url = serializers.SerializerMethodField()
     image_name = serializers.CharField(source="image.original_name", read_only=True)
     job_id = serializers.IntegerField(source="image.job_id", read_only=True)
+    mask = serializers.SerializerMethodField()
+    attributes = serializers.SerializerMethodField()
 
     class Meta:
         model = Face
         fields = [
             "id", "image_id", "image_name", "job_id", "ordinal", "box", "landmarks", "det_score",
-            "quality", "identity", "similarity", "crop_url",
+            "quality", "identity", "similarity", "crop_url", "mask", "attributes",
         ]
+
+    def get_mask(self, obj) -> dict | None:
+        if not obj.mask_state:
+            return None
+        return {"state": obj.mask_state, "score": obj.mask_score}
+
+    def get_attributes(self, obj) -> dict | None:
+        """Age and sex, present only for faces of jobs that asked for them."""
+        if obj.age is None and not obj.sex:
+            return None
+        return {"age": obj.age, "sex": obj.sex, "sex_score": obj.sex_score}
 
     def get_box(self, obj) -> list[float]:
         return obj.box
@@ -77,7 +90,8 @@ class MergeSerializer(serializers.Serializer):
         return {"id": obj.source_id, "name": obj.source_name}
 
     def get_templates_moved(self, obj) -> int:
-        return len(obj.template_ids)
+        # Enrolled faces, not counting their masked-probe companions.
+        return Template.objects.filter(pk__in=obj.template_ids, masked=False).count()
 
     def get_faces_changed(self, obj) -> int:
         return len(obj.face_states)

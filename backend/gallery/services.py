@@ -9,6 +9,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from django.db import transaction
 from django.db.models import Max
@@ -20,6 +21,7 @@ from backend.core.pipeline import encode_jpeg, get_pipeline
 from backend.jobs.services import Upload
 
 from . import matching
+from .attributes import describe_faces, is_masked
 from .models import Face, Identity, Rejection, Template
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ def enroll_from_uploads(*, identity: Identity, uploads: list[Upload]) -> EnrollS
             result = EnrollResult(blob.name)
             summary.results.append(result)
             source_key = f"sha256:{blob.sha256}"
-            existing = Template.objects.filter(identity=identity, source_key=source_key).first()
+            existing = Template.objects.filter(identity=identity, source_key=source_key, masked=False).first()
             if existing is not None:  # re-enrolling the same photo adds nothing
                 result.template_id, result.faces_found = existing.pk, 1
                 continue
@@ -117,15 +119,25 @@ def enroll_from_uploads(*, identity: Identity, uploads: list[Upload]) -> EnrollS
             face = faces[0]
             key = _template_crop_key(identity)
             storage.put_bytes(key, encode_jpeg(face.crop), "image/jpeg")
-            template = Template.objects.create(
-                owner_id=identity.owner_id, identity=identity, embedding=face.embedding, crop_key=key,
-                source_key=source_key, quality=face.quality,
-            )
-            result.template_id = template.pk
-            new_template_ids.append(template.pk)
+            created = create_templates(identity, embedding=face.embedding, crop=face.crop, crop_key=key,
+                                       source_key=source_key, quality=face.quality)
+            result.template_id = created[0].pk
+            new_template_ids += [t.pk for t in created]
     if new_template_ids:
         schedule_rematch(identity.owner_id, template_ids=new_template_ids)
     return summary
+
+
+def create_templates(identity: Identity, *, embedding, crop, crop_key: str, source_key: str,
+                     quality: float, source_face: Face | None = None) -> list[Template]:
+    """The bare template of an enrolled face, then its masked-probe companion."""
+    from .attributes import masked_template_embedding
+
+    common = dict(owner_id=identity.owner_id, identity=identity, crop_key=crop_key, source_key=source_key,
+                  source_face=source_face, quality=quality)
+    bare = Template.objects.create(embedding=embedding, **common)
+    masked = Template.objects.create(embedding=masked_template_embedding(crop, embedding), masked=True, **common)
+    return [bare, masked]
 
 
 def schedule_rematch(owner_id: int, **targets) -> None:
@@ -185,8 +197,9 @@ def rematch_faces(owner_id: int, face_ids, *, threshold: float, record: dict | N
     """
     changed, became_unknown = 0, []
     faces = Face.objects.filter(owner_id=owner_id, pk__in=list(face_ids), identity_locked=False)
-    for face in faces.only("id", "embedding", "identity_id", "similarity", "identity_locked", "cluster_id").order_by("id"):
-        match = matching.match_embedding(owner_id, face.embedding, threshold=threshold, excluded=excluded_identities(face))
+    for face in faces.only("id", "embedding", "identity_id", "similarity", "identity_locked", "cluster_id", "mask_state").order_by("id"):
+        match = matching.match_embedding(owner_id, face.embedding, threshold=threshold, excluded=excluded_identities(face),
+                                         probe_masked=is_masked(face.mask_state))
         if (match.identity_id, match.similarity) == (face.identity_id, face.similarity):
             continue
         if record is not None:
@@ -233,7 +246,7 @@ def excluded_identities(face: Face) -> set[int]:
 
 def best_similarity(identity_id: int, embedding) -> float | None:
     """Similarity of an embedding to an identity: its best template (the matching rule's score)."""
-    templates = np.asarray(list(Template.objects.filter(identity_id=identity_id).values_list("embedding", flat=True)), dtype=np.float32)
+    templates = np.asarray(list(Template.objects.filter(identity_id=identity_id, masked=False).values_list("embedding", flat=True)), dtype=np.float32)
     if not len(templates):
         return None
     return float(np.max(templates @ np.asarray(embedding, dtype=np.float32)))
@@ -251,26 +264,28 @@ def enroll_from_faces(*, identity: Identity, face_ids: list[int]) -> list[Templa
     missing = set(face_ids) - {f.pk for f in faces}
     if missing:
         raise NotFound("not_found", f"faces not found: {sorted(missing)}", field="face_ids")
-    templates = []
+    templates, masked_ids = [], []
     with transaction.atomic():
         for face in faces:
-            existing = Template.objects.filter(identity=identity, source_face=face).first()
+            existing = Template.objects.filter(identity=identity, source_face=face, masked=False).first()
             if existing is not None:
                 templates.append(existing)
                 continue
             key = _template_crop_key(identity)
             # A copy, not a reference: purging the identity must not delete the
             # image's face crop, and deleting the image must not break the template.
-            storage.put_bytes(key, storage.get_bytes(face.crop_key), "image/jpeg")
-            templates.append(Template.objects.create(
-                owner_id=identity.owner_id, identity=identity, embedding=face.embedding, crop_key=key,
-                source_key=f"face:{face.pk}", source_face=face, quality=face.quality,
-            ))
+            crop_jpeg = storage.get_bytes(face.crop_key)
+            storage.put_bytes(key, crop_jpeg, "image/jpeg")
+            crop = cv2.imdecode(np.frombuffer(crop_jpeg, np.uint8), cv2.IMREAD_COLOR)
+            bare, masked = create_templates(identity, embedding=face.embedding, crop=crop, crop_key=key,
+                                            source_key=f"face:{face.pk}", source_face=face, quality=face.quality)
+            templates.append(bare)
+            masked_ids.append(masked.pk)
         Rejection.objects.filter(face__in=faces, identity=identity).delete()
         # Its own template: similarity 1.
         Face.objects.filter(pk__in=[f.pk for f in faces]).update(
             identity=identity, similarity=1.0, identity_locked=True, cluster=None)
-        schedule_rematch(identity.owner_id, template_ids=[t.pk for t in templates])
+        schedule_rematch(identity.owner_id, template_ids=[t.pk for t in templates] + masked_ids)
     return templates
 
 
@@ -332,7 +347,8 @@ def delete_identity(*, identity: Identity, purge_faces: bool = False) -> dict:
             faces.delete()
         else:
             faces.update(identity=None, similarity=None, identity_locked=False, cluster_checked=False)
-        templates_deleted = Template.objects.filter(identity=identity).count()
+        # Counted as the API counts templates: enrolled faces, not their masked companions.
+        templates_deleted = Template.objects.filter(identity=identity, masked=False).count()
         identity.delete()  # templates, rejections and merges into it cascade
         if face_ids and not purge_faces:
             schedule_rematch(owner_id, face_ids=face_ids)
@@ -373,6 +389,7 @@ def tag_face(*, owner, image_id: int, box, identity_id: int | None = None) -> Fa
     if w < 8 or h < 8 or x < 0 or y < 0 or x + w > decoded.width + 1 or y + h > decoded.height + 1:
         raise ServiceError("invalid", f"box must be at least 8x8 px and inside the {decoded.width}x{decoded.height} image", field="box")
     embedded = get_pipeline().embed_box(decoded.pixels, (x, y, w, h))
+    attributes = describe_faces(decoded.pixels, [embedded], with_age_sex=False)[0]
     with transaction.atomic():
         Image.objects.select_for_update().get(pk=image.pk)  # one ordinal at a time per image
         ordinal = (Face.objects.filter(image=image).aggregate(m=Max("ordinal"))["m"] or 0) + 1
@@ -383,13 +400,14 @@ def tag_face(*, owner, image_id: int, box, identity_id: int | None = None) -> Fa
             box_x=float(embedded.box[0]), box_y=float(embedded.box[1]), box_w=float(embedded.box[2]), box_h=float(embedded.box[3]),
             landmarks=[[float(a), float(b)] for a, b in embedded.landmarks],
             det_score=float(embedded.score), quality=float(embedded.quality), embedding=embedded.embedding, crop_key=key,
+            **attributes.as_fields(),
         )
         if identity is not None:
             face.identity, face.identity_locked = identity, True
             face.similarity = best_similarity(identity.pk, embedded.embedding)
         else:
             matching.configure_vector_search()
-            match = matching.match_embedding(owner.pk, embedded.embedding)
+            match = matching.match_embedding(owner.pk, embedded.embedding, probe_masked=attributes.masked)
             face.identity_id, face.similarity = match.identity_id, match.similarity
         face.save()
     if face.identity_id is None:

@@ -1,0 +1,59 @@
+"""Per-face attributes: mask state for every face, age and sex only on request.
+
+Age and sex are personal data: a job computes them only when its options say
+`{"attributes": true}` (off by default).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from backend.core.pipeline import get_age_sex_estimator, get_mask_classifier, get_pipeline
+
+from .models import MaskState
+
+MASKED_STATES = {MaskState.MASK, MaskState.MASK_INCORRECT}
+
+
+@dataclass(frozen=True)
+class FaceAttributes:
+    mask_state: str
+    mask_score: float
+    age: float | None = None
+    sex: str = ""
+    sex_score: float | None = None
+
+    @property
+    def masked(self) -> bool:
+        return self.mask_state in MASKED_STATES
+
+    def as_fields(self) -> dict:
+        return {"mask_state": self.mask_state, "mask_score": self.mask_score, "age": self.age,
+                "sex": self.sex, "sex_score": self.sex_score}
+
+
+def describe_faces(img: np.ndarray, faces: list, *, with_age_sex: bool) -> list[FaceAttributes]:
+    """Attributes of embedded faces (ml EmbeddedFace: aligned crop + landmarks) of one image."""
+    if not faces:
+        return []
+    masks = get_mask_classifier().predict([f.crop for f in faces])
+    ages = get_age_sex_estimator().predict(img, faces) if with_age_sex else [None] * len(faces)
+    out = []
+    for mask, age_sex in zip(masks, ages):
+        extra = {}
+        if age_sex is not None:
+            extra = {"age": round(float(age_sex.age), 1), "sex": age_sex.sex, "sex_score": round(float(age_sex.sex_score), 4)}
+        out.append(FaceAttributes(mask.label, round(float(mask.score), 4), **extra))
+    return out
+
+
+def masked_template_embedding(crop: np.ndarray, bare_embedding: np.ndarray) -> np.ndarray:
+    """The extra enrollment template that masked probes are matched against."""
+    from ml.attributes.templates import enrollment_masked_template
+
+    return enrollment_masked_template(get_pipeline(), crop, bare_embedding)
+
+
+def is_masked(mask_state: str) -> bool:
+    return mask_state in MASKED_STATES
