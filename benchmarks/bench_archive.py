@@ -11,7 +11,7 @@
    exact duplicates (dedup must link them). Ground truth is kept per file.
 2. Starts its own embedded stack (distinct ports: --port-base), enrolls four
    people and indexes the archive as a server-side folder import with 1 and
-   then 2 Celery worker processes (a fresh owner each run, so nothing is
+   then 2 Celery worker processes (solo pool each) (a fresh owner each run, so nothing is
    linked across runs). Prints images/s, faces/s, mean per-stage seconds per
    image (decode, detect, embed, match, write; from Image.timings), peak RSS
    per worker process, and the report's precision/recall against ground truth.
@@ -181,25 +181,27 @@ def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_
         uploads = [Upload.from_bytes(p.name, p.read_bytes()) for p in sorted(person.iterdir())]
         gallery_services.enroll_from_uploads(identity=identity, uploads=uploads)
 
-    node = f"bench-{workers}@faceindex"
+    # N independent solo-pool workers rather than one prefork pool: cv2.dnn in
+    # a forked pool child was seen to spin forever in SFace's forward pass.
+    nodes = [f"bench-{workers}-{i}@faceindex" for i in range(workers)]
     log = open(log_dir / f"worker-{workers}.log", "ab")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool=prefork",
-         f"--concurrency={workers}", "-n", node, "--loglevel=WARNING",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool=solo", "-n", node,
+         "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True) for node in nodes]
     peaks: dict[int, int] = {}
     try:
         deadline = time.monotonic() + 120
-        while not app.control.ping(destination=[node], timeout=0.5):
-            if worker.poll() is not None or time.monotonic() > deadline:
+        while len(app.control.ping(destination=nodes, timeout=0.5)) < len(nodes):
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start; see {log_dir}")
-        time.sleep(3)  # pool children load the models in worker_process_init
+        # (the solo pool loads the models in worker_process_init, before it answers pings)
         wall_started = time.monotonic()
         job, _ = services.submit_import(owner=user, source=str(archive))
         last_print = 0.0
         while True:
-            _worker_tree_rss(worker, peaks)
+            for worker in procs:
+                _worker_tree_rss(worker, peaks)
             job.refresh_from_db()
             if time.monotonic() - last_print > 15:
                 print(f"  {workers} worker(s): {job.done_images}/{job.total_images}", file=sys.stderr, flush=True)
@@ -211,16 +213,19 @@ def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_
         # Follow-up work the indexing queued (unknown-face clustering) runs on
         # the same workers: wait for it so the next run starts on an idle stack.
         broker = app.connection_for_write().default_channel.client
-        while broker.llen("celery") or any((app.control.inspect(destination=[node], timeout=1.0).active() or {}).values()):
-            _worker_tree_rss(worker, peaks)
+        while broker.llen("celery") or any((app.control.inspect(destination=nodes, timeout=1.0).active() or {}).values()):
+            for worker in procs:
+                _worker_tree_rss(worker, peaks)
             time.sleep(0.5)
         drained = time.monotonic() - wall_started
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for worker in procs:
+            worker.terminate()
+        for worker in procs:
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
     job.refresh_from_db()
     seconds = (job.finished_at - job.started_at).total_seconds()
     stage_sums = {stage: 0.0 for stage in STAGES}
@@ -234,7 +239,6 @@ def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_
     for row in report["identities"]:
         for face in row["faces"]:
             found.setdefault(face["image"], set()).add(row["name"])
-    pool_pids = sorted(peaks, key=lambda pid: pid != worker.pid)
     return {
         "workers": workers,
         "job": job,
@@ -249,7 +253,7 @@ def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_
         "images_per_s": job.total_images / seconds,
         "faces_per_s": job.faces_found / seconds,
         "stage_ms": {stage: 1000 * total / max(timed, 1) for stage, total in stage_sums.items()},
-        "peak_rss_mb": [round(peaks[pid] / 2**20) for pid in pool_pids],
+        "peak_rss_mb": [round(peaks[p.pid] / 2**20) for p in procs if p.pid in peaks],
         "found": found,
         "report": report,
     }
@@ -416,7 +420,7 @@ def main() -> int:
         p, rc = precision_recall(r["found"], truth)
         print(f"{'faceindex (YuNet+SFace)':<26}{r['workers']:>6}{r['images_per_s']:>10.1f}{r['faces_per_s']:>9.1f}"
               f"{r['seconds']:>9.1f}{r['drained_seconds']:>8.1f}{r['faces']:>7}{r['linked']:>7}{r['failed']:>7}{p:>6.3f}{rc:>7.3f}  "
-              f"{' '.join(map(str, r['peak_rss_mb']))} (main, pool...)")
+              f"{' '.join(map(str, r['peak_rss_mb']))}")
     if fr:
         sampled = {f: truth[f] for f in fr["files"]}
         p, rc = precision_recall(fr["found"], sampled)
