@@ -22,7 +22,9 @@ from deploy.stack import Stack
 
 API_HOST = "127.0.0.1"
 API_PORT = int(os.environ.get("FACEINDEX_API_PORT", "8000"))
-WORKER_CONCURRENCY = os.environ.get("FACEINDEX_WORKER_CONCURRENCY", str(os.cpu_count() or 1))
+# Independent solo-pool workers, one per core: cv2.dnn was seen to hang in a
+# forked prefork child, and a solo worker holds its models exactly once.
+WORKER_COUNT = int(os.environ.get("FACEINDEX_WORKERS", str(os.cpu_count() or 1)))
 DEMO_OWNER = "demo"
 ADMIN_USER, ADMIN_PASSWORD = "admin", os.environ.get("FACEINDEX_ADMIN_PASSWORD", "faceindex-admin")
 
@@ -63,10 +65,12 @@ def main() -> int:
     processes.start_background("api", [sys.executable, "manage.py", "runserver", f"{API_HOST}:{API_PORT}", "--noreload"],
                                env=env, var_dir=stack.var_dir)
     hostname = os.uname().nodename
-    processes.start_background("worker", [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-                                          "--loglevel=INFO", f"--concurrency={WORKER_CONCURRENCY}",
-                                          "-n", f"demo-worker@{hostname}"],
-                               env=env, var_dir=stack.var_dir)
+    for index in range(WORKER_COUNT):
+        # A fixed node name per slot: a restarted worker re-queues what its predecessor held.
+        processes.start_background(f"worker-{index}", [sys.executable, "-m", "celery", "-A", "workers.celery_app",
+                                                       "worker", "--loglevel=INFO", "--pool=solo",
+                                                       "-n", f"demo-worker-{index}@{hostname}"],
+                                   env=env, var_dir=stack.var_dir)
     wait_http(f"http://{API_HOST}:{API_PORT}/api/v1/schema", "api", stack.var_dir)
 
     sample = build(stack.var_dir / "demo-sample")
@@ -82,7 +86,7 @@ faceindex is running (demo wall time {time.monotonic() - started:.0f}s, indexing
              curl -H 'Authorization: Token {token}' {base}/api/v1/reports/identities
   API docs   {base}/api/v1/docs
   admin      {base}/admin/           user '{ADMIN_USER}', password '{ADMIN_PASSWORD}'
-  worker     log: {processes.log_file('worker', stack.var_dir)}
+  workers    {WORKER_COUNT}, logs: {processes.log_file('worker-0', stack.var_dir)} …
 Index your own photos:  .venv/bin/python manage.py index PATH --enroll PEOPLE_DIR --wait
 Stop everything:        make stop""")
     return 0
