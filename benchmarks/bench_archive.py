@@ -45,7 +45,9 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-STAGES = ("decode", "detect", "embed", "match", "write")
+# The stage names the worker times (backend/jobs/processing.py STAGES); kept
+# literal so this module imports without Django settings.
+STAGES = ("decode", "detect", "embed", "attributes", "match", "write")
 FACE_RECOGNITION_TOLERANCE = 0.6  # the library's documented default
 
 

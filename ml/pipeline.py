@@ -80,7 +80,7 @@ class FacePipeline:
         for faces in detections:
             embedded = []
             for face in faces:
-                embedded.append(self._embedded(face, crops[row], embeddings[row]))
+                embedded.append(self.embedded_face(face, crops[row], embeddings[row]))
                 row += 1
             results.append(embedded)
         return results
@@ -98,7 +98,7 @@ class FacePipeline:
             face = DetectedFace(box=tuple(float(v) for v in box),
                                 landmarks=template_landmarks_for_box(box), score=0.0)
         crop = self.align(img, face.landmarks)
-        return self._embedded(face, crop, self.embed_crops([crop])[0])
+        return self.embedded_face(face, crop, self.embed_crops([crop])[0])
 
     def _find_face_in_box(self, img: np.ndarray, box) -> DetectedFace | None:
         x, y, w, h = (float(v) for v in box)
@@ -125,7 +125,8 @@ class FacePipeline:
                                     score=face.score)
         return best
 
-    def _embedded(self, face: DetectedFace, crop: np.ndarray, embedding: np.ndarray) -> EmbeddedFace:
+    def embedded_face(self, face: DetectedFace, crop: np.ndarray, embedding: np.ndarray) -> EmbeddedFace:
+        """An EmbeddedFace from a detection, its aligned crop and its embedding (quality scored here)."""
         return EmbeddedFace(
             box=face.box, landmarks=face.landmarks, score=face.score,
             embedding=np.asarray(embedding, dtype=np.float32), crop=crop,

@@ -57,3 +57,23 @@ def masked_template_embedding(crop: np.ndarray, bare_embedding: np.ndarray) -> n
 
 def is_masked(mask_state: str) -> bool:
     return mask_state in MASKED_STATES
+
+
+def fill_missing_age_sex(image, load_pixels) -> int:
+    """Estimate age/sex for an indexed image's faces that lack them (from their stored landmarks).
+
+    ``load_pixels`` is called only when some face needs it. Returns how many faces were filled.
+    """
+    from ml.types import DetectedFace
+
+    from .models import Face
+
+    faces = list(Face.objects.filter(image=image, age__isnull=True).order_by("ordinal"))
+    if not faces:
+        return 0
+    detections = [DetectedFace(box=tuple(f.box), landmarks=np.asarray(f.landmarks, np.float32), score=f.det_score)
+                  for f in faces]
+    for face, estimate in zip(faces, get_age_sex_estimator().predict(load_pixels(), detections)):
+        Face.objects.filter(pk=face.pk).update(age=round(float(estimate.age), 1), sex=estimate.sex,
+                                              sex_score=round(float(estimate.sex_score), 4))
+    return len(faces)

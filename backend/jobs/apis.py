@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from backend.core.errors import ServiceError
 from backend.core.uploads import uploads_from_request
-from backend.gallery.models import Face
+from backend.gallery.models import Face, MaskState
 from backend.gallery.serializers import FaceSerializer
 from backend.reports import selectors as report_selectors
 
@@ -169,11 +169,18 @@ class FaceListApi(APIView):
         faces = Face.objects.filter(owner=request.user).select_related("identity", "image")
         params = request.query_params
         if params.get("job"):
-            faces = faces.filter(image__job_id=params["job"])
+            job = get_object_or_404(Job, owner=request.user, pk=params["job"])
+            faces = faces.filter(pk__in=report_selectors.job_faces(job).values("pk"))  # dedup links included
         if params.get("image"):
             faces = faces.filter(image_id=params["image"])
         if params.get("identity"):
             faces = faces.filter(identity_id=params["identity"])
         if params.get("unknown", "").lower() == "true":
             faces = faces.filter(identity__isnull=True)
+        if params.get("mask"):
+            states = params["mask"].split(",")
+            unknown = set(states) - set(MaskState.values)
+            if unknown:
+                raise ServiceError("invalid", f"mask must be one of {', '.join(MaskState.values)}", field="mask")
+            faces = faces.filter(mask_state__in=states)
         return _paginate(self, request, faces.order_by("id"), FaceSerializer)

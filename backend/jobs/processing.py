@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import cv2
 import numpy as np
 from django.conf import settings
 from django.db import transaction
@@ -29,7 +30,7 @@ from .models import Image
 
 log = logging.getLogger(__name__)
 
-STAGES = ("decode", "detect", "embed", "match", "write")
+STAGES = ("decode", "detect", "embed", "attributes", "match", "write")
 
 
 class SourceUnreadable(Exception):
@@ -46,6 +47,7 @@ class Work:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     decoded: object | None = None
     faces: list = field(default_factory=list)
+    attributes: list = field(default_factory=list)  # gallery.attributes.FaceAttributes per face
 
     @contextmanager
     def timed(self, stage: str):
@@ -116,7 +118,7 @@ def process_images(image_ids: list[int], *, worker_name: str) -> None:
                     image.sha256 = hashlib.sha256(data).hexdigest()
                     image.size_bytes = len(data)
                     Image.objects.filter(pk=image.pk).update(sha256=image.sha256, size_bytes=image.size_bytes)
-                if _link_if_indexed(work, worker_name):
+                if _link_if_indexed(work, worker_name, data=data):
                     continue
                 if image.sha256 in first_of_content:  # same bytes twice in one batch: index once
                     duplicates.append((work, first_of_content[image.sha256]))
@@ -130,7 +132,8 @@ def process_images(image_ids: list[int], *, worker_name: str) -> None:
             services.fail_image(image.pk, code=exc.code, message=str(exc))
             continue
         to_embed.append(work)
-    _detect_and_embed(to_embed)
+    to_embed = _detect_and_embed(to_embed)
+    _describe(to_embed)
     threshold = get_pipeline().threshold
     for work in to_embed:
         _write_faces(work, worker_name=worker_name, threshold=threshold)
@@ -142,18 +145,27 @@ def process_images(image_ids: list[int], *, worker_name: str) -> None:
                                 message=first.error_message or "the same content failed in this batch")
 
 
-def _detect_and_embed(batch: list[Work]) -> None:
+def _detect_and_embed(batch: list[Work]) -> list[Work]:
     """Detect per image, then align and embed every face of the batch in one call.
 
     Mirrors FacePipeline.process_batch, split into its stages so each is timed.
+    An image the detector cannot handle fails alone; the rest of the batch goes
+    on. Returns the works still in the batch.
     """
     if not batch:
-        return
+        return []
     pipeline = get_pipeline()
-    detections = []
+    detections, kept = [], []
     for work in batch:
-        with work.timed("detect"):
-            detections.append(pipeline.detect(work.decoded.pixels))
+        try:
+            with work.timed("detect"):
+                detections.append(pipeline.detect(work.decoded.pixels))
+        except (ValueError, cv2.error) as exc:  # unusual geometry or pixel data for the detector
+            log.warning("detector failed on image %s: %s", work.image.pk, exc)
+            services.fail_image(work.image.pk, code="detector_error", message=f"face detector failed: {exc}")
+            continue
+        kept.append(work)
+    batch = kept
     started = time.perf_counter()
     crops = [pipeline.align(w.decoded.pixels, f.landmarks) for w, faces in zip(batch, detections) for f in faces]
     embeddings = pipeline.embed_crops(crops) if crops else np.zeros((0, pipeline.embedding_dim), np.float32)
@@ -163,16 +175,40 @@ def _detect_and_embed(batch: list[Work]) -> None:
         # The shared embedding call is charged to images by their share of the faces.
         work.seconds["embed"] += embed_seconds * len(faces) / max(len(crops), 1)
         for face in faces:
-            work.faces.append(pipeline._embedded(face, crops[row], embeddings[row]))
+            work.faces.append(pipeline.embedded_face(face, crops[row], embeddings[row]))
             row += 1
+    return batch
 
 
-def _link_if_indexed(work: Work, worker_name: str) -> bool:
-    """Link the image to this owner's earlier indexing of the same content, if any."""
+def _describe(batch: list[Work]) -> None:
+    """Mask state for every face; age and sex only for jobs that opted in."""
+    from backend.gallery.attributes import describe_faces
+
+    for work in batch:
+        with work.timed("attributes"):
+            work.attributes = describe_faces(work.decoded.pixels, work.faces, with_age_sex=wants_age_sex(work.image))
+
+
+def wants_age_sex(image: Image) -> bool:
+    return bool((image.job.options or {}).get("attributes"))
+
+
+def _link_if_indexed(work: Work, worker_name: str, data: bytes | None = None) -> bool:
+    """Link the image to this owner's earlier indexing of the same content, if any.
+
+    A job that asks for age/sex first fills them in on the earlier faces when
+    that indexing skipped them (``data``: this image's bytes, the same content).
+    """
+    from backend.gallery.attributes import fill_missing_age_sex
+    from ml.decode import decode_image
+
     image = work.image
     canonical = dedup.indexed_images(image.owner_id, {image.sha256}, exclude_id=image.pk).get(image.sha256)
     if canonical is None:
         return False
+    if data is not None and wants_age_sex(image):
+        with work.timed("attributes"):
+            fill_missing_age_sex(canonical.image, lambda: decode_image(data, max_pixels=settings.FACEINDEX_MAX_PIXELS).pixels)
     with transaction.atomic():
         locked = Image.objects.select_for_update().get(pk=image.pk)
         if locked.status != Image.Status.PROCESSING or locked.worker != worker_name:
@@ -197,10 +233,11 @@ def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
             return  # another worker finished or re-claimed it meanwhile
         with work.timed("match"):
             matching.configure_vector_search()
-            matches = [matching.match_embedding(image.owner_id, face.embedding, threshold=threshold) for face in faces]
+            matches = [matching.match_embedding(image.owner_id, face.embedding, threshold=threshold, probe_masked=attrs.masked)
+                       for face, attrs in zip(faces, work.attributes)]
         Face.objects.filter(image=locked).delete()
         rows = []
-        for ordinal, (face, match) in enumerate(zip(faces, matches)):
+        for ordinal, (face, match, attrs) in enumerate(zip(faces, matches, work.attributes)):
             x, y, w, h = face.box
             rows.append(
                 Face(
@@ -215,6 +252,7 @@ def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
                     identity_id=match.identity_id,
                     similarity=match.similarity,
                     crop_key=crop_key(image, ordinal),
+                    **attrs.as_fields(),
                 )
             )
         Face.objects.bulk_create(rows)

@@ -123,7 +123,9 @@ def submit_job(*, owner, uploads: Iterable[Upload], idempotency_key: str | None 
         job = Job.objects.create(owner=owner, idempotency_key=idempotency_key or None,
                                  request_fingerprint=request_fingerprint, options=options,
                                  webhook_url=webhook_url or "", total_images=len(stored))
-        indexed = dedup.indexed_images(owner.pk, {b.sha256 for b in stored})
+        # A job asking for age/sex links in the worker instead, which first fills
+        # them in where the earlier indexing skipped them.
+        indexed = {} if options.get("attributes") else dedup.indexed_images(owner.pk, {b.sha256 for b in stored})
         rows = [Image(owner=owner, job=job, object_key=b.key, sha256=b.sha256, size_bytes=b.size, original_name=b.name)
                 for b in stored]
         new_faces = 0

@@ -29,6 +29,7 @@ def _appearance(face: Face, *, with_urls: bool) -> dict:
         "box": [round(v, 1) for v in face.box],
         "similarity": round(face.similarity, 4) if face.similarity is not None else None,
         "taken_at": face.image.taken_at.isoformat() if face.image.taken_at else None,
+        "mask": face.mask_state or None,
     }
     if with_urls:
         row["crop_url"] = presigned_url(face.crop_key)
@@ -132,7 +133,7 @@ def identity_statistics(*, owner, identity: Identity) -> dict:
 # -- appearance rows for exports ---------------------------------------------------------
 
 APPEARANCE_FIELDS = ["face_id", "identity_id", "identity", "image_id", "image", "job_id", "box_x", "box_y", "box_w",
-                     "box_h", "similarity", "det_score", "taken_at", "gps_lat", "gps_lon", "crop_url"]
+                     "box_h", "similarity", "det_score", "mask", "age", "sex", "taken_at", "gps_lat", "gps_lon", "crop_url"]
 
 
 def appearances(*, owner, identity: Identity | None = None, job: Job | None = None, known_only: bool = False) -> QuerySet:
@@ -158,6 +159,9 @@ def appearance_row(face: Face, *, with_urls: bool = True) -> dict:
         "box_w": round(face.box_w, 1), "box_h": round(face.box_h, 1),
         "similarity": round(face.similarity, 4) if face.similarity is not None else None,
         "det_score": round(face.det_score, 4),
+        "mask": face.mask_state or None,
+        "age": face.age,
+        "sex": face.sex or None,
         "taken_at": image.taken_at.isoformat() if image.taken_at else None,
         "gps_lat": image.gps_lat, "gps_lon": image.gps_lon,
         "crop_url": presigned_url(face.crop_key) if with_urls else None,

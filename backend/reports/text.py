@@ -18,7 +18,8 @@ def format_report(report: dict) -> str:
                      f"mean similarity {row['mean_similarity']}")
         for face in row["faces"]:
             box = ", ".join(f"{v:.0f}" for v in face["box"])
-            lines.append(f"    {face['image']:<40} similarity {face['similarity']:.3f}  box [{box}]")
+            masked = "  (masked)" if face.get("mask") in ("mask", "mask_incorrect") else ""
+            lines.append(f"    {face['image']:<40} similarity {face['similarity']:.3f}  box [{box}]{masked}")
     if summary["failures"]:
         lines += ["", "Failed images", "============="]
         for failure in summary["failures"]:
