@@ -11,7 +11,7 @@ PIP := $(PY) -m pip --no-input --disable-pip-version-check
 INSTALLED_STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap test demo stop status
+.PHONY: help bootstrap test demo stop status bench-deps bench
 
 help:
 	@echo "make demo       start the stack, API and worker; index a sample archive; print the report"
@@ -19,6 +19,7 @@ help:
 	@echo "make stop       stop everything 'make demo' started"
 	@echo "make status     show what is running"
 	@echo "make bootstrap  create .venv and install requirements"
+	@echo "make bench      the benchmarks (pipeline, 1:N search, 2,000-image archive vs face_recognition)"
 
 bootstrap: $(INSTALLED_STAMP)
 
@@ -47,3 +48,13 @@ stop:
 
 status:
 	@if [ -x $(PY) ]; then $(PY) -m deploy.stack status || true; else echo "no $(VENV): nothing running"; fi
+
+bench-deps: bootstrap
+	$(PIP) install -r requirements-bench.txt
+	$(PIP) install --no-deps face_recognition==1.3.0
+
+bench: bench-deps
+	$(PY) benchmarks/bench_ml.py
+	$(PY) -m deploy.stack start
+	$(PY) -m benchmarks.bench_search
+	$(PY) benchmarks/bench_archive.py
