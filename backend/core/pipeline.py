@@ -26,7 +26,22 @@ def _load():
             f"recognizer {pipeline.recognizer_id!r} emits {pipeline.embedding_dim}-d embeddings but the gallery "
             f"stores {EMBEDDING_DIM}-d vectors; choose a {EMBEDDING_DIM}-d recognizer or migrate the vector columns"
         )
+    check_embedding_space(pipeline.recognizer_id, pipeline.embedding_dim)
     return pipeline
+
+
+def check_embedding_space(recognizer_id: str, embedding_dim: int) -> None:
+    """Refuse a recognizer other than the one whose vectors this database holds."""
+    from backend.gallery.models import EmbeddingSpace
+
+    space, _ = EmbeddingSpace.objects.get_or_create(
+        pk=1, defaults={"recognizer_id": recognizer_id, "embedding_dim": embedding_dim})
+    if space.recognizer_id != recognizer_id:
+        raise RuntimeError(
+            f"this database holds {space.recognizer_id} embeddings; recognizer {recognizer_id!r} makes vectors "
+            f"that cannot be compared with them. Use {space.recognizer_id} (FACEINDEX_RECOGNIZER), "
+            f"or a new database and re-index."
+        )
 
 
 def get_pipeline():

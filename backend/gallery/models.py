@@ -165,3 +165,19 @@ class UnknownCluster(models.Model):
 
     def __str__(self) -> str:
         return f"unknown cluster {self.pk}"
+
+
+class EmbeddingSpace(models.Model):
+    """Which recognizer made the vectors in this database (a single row).
+
+    Embeddings of two recognizers are not comparable even at the same width;
+    a process configured with another recognizer refuses to start rather than
+    silently mixing them (backend.core.pipeline).
+    """
+
+    recognizer_id = models.CharField(max_length=128)
+    embedding_dim = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.recognizer_id} ({self.embedding_dim}-d)"
