@@ -56,7 +56,7 @@ FACE_RECOGNITION_TOLERANCE = 0.6  # the library's documented default
 def _face_pool(enroll_names: set[str]) -> list[tuple[str | None, np.ndarray]]:
     """(identity or None for a stranger, face tile with context) from package images."""
     from deploy.sample_archive import T1_GUESTS, _crop_with_margin
-    from ml.attributes.package_images import astronaut_bgr, read_package_image
+    from ml.package_images import astronaut_bgr, read_package_image
     from ml.pipeline import FacePipeline, _iou
 
     pipeline = FacePipeline.from_manifest()
@@ -107,7 +107,7 @@ def _transformed(rng: random.Random, tile: np.ndarray, height: int) -> np.ndarra
 def build_archive(dest: Path, count: int, seed: int = 5) -> tuple[Path, Path, dict[str, set[str]]]:
     """Returns (enroll dir, archive dir, ground truth: file -> enrolled people in it)."""
     from deploy.sample_archive import build as build_sample
-    from ml.attributes.package_images import read_package_image
+    from ml.package_images import read_package_image
 
     sample = build_sample(dest / "sample")
     enroll_names = {p.name for p in sample.enroll_dir.iterdir()}

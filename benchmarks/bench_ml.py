@@ -10,7 +10,6 @@ Images come from installed packages (insightface's t1.jpg).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -28,8 +27,9 @@ BATCH = 32
 
 
 def _group_photo() -> np.ndarray:
-    root = Path(importlib.util.find_spec("insightface").submodule_search_locations[0])
-    return decode_image((root / "data" / "images" / "t1.jpg").read_bytes()).pixels
+    from ml.package_images import insightface_images_dir
+
+    return decode_image((insightface_images_dir() / "t1.jpg").read_bytes()).pixels
 
 
 def _best_ms(fn, repeats: int) -> float:

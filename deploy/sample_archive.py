@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ml.attributes.package_images import astronaut_bgr, read_package_image
+from ml.package_images import astronaut_bgr, read_package_image
 
 # Boxes (x, y, w, h) of two of the six people in t1.jpg, as YuNet finds them.
 T1_GUESTS = {"Guest Left": (52, 265, 118, 133), "Guest Centre": (462, 265, 113, 151)}

@@ -82,6 +82,35 @@ class WorkerProcess:
                 return
         raise RuntimeError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
 
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until the queue is empty and the worker runs nothing (bounded).
+
+        Follow-up tasks (re-matching, clustering, redeliveries) must not be
+        running while a test's database flush truncates the tables under them.
+        """
+        import redis
+        from django.conf import settings
+
+        from workers.celery_app import app
+
+        if self.process is None or self.process.poll() is not None:
+            return True
+        broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        deadline = time.monotonic() + timeout
+        quiet_polls = 0
+        while time.monotonic() < deadline:
+            try:
+                inspector = app.control.inspect(destination=[self.NODE_NAME], timeout=1.0)
+                busy = broker.llen("celery") or any((inspector.active() or {}).values()) \
+                    or any((inspector.reserved() or {}).values())
+            except redis.ConnectionError:  # a pooled connection that predates a Redis restart
+                busy = True
+            quiet_polls = 0 if busy else quiet_polls + 1
+            if quiet_polls >= 2:  # twice in a row: a task may enqueue a follow-up as it ends
+                return True
+            time.sleep(0.2)
+        return False
+
     def kill(self) -> None:
         """SIGKILL, as when the OOM killer or a power cut takes the worker."""
         os.killpg(self.process.pid, signal.SIGKILL)
@@ -115,3 +144,12 @@ def sample_archive(tmp_path_factory):
     from deploy.sample_archive import build
 
     return build(tmp_path_factory.mktemp("sample"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Before any fixture teardown (the transactional flush among them), let the worker settle."""
+    if "celery_worker_process" in getattr(item, "fixturenames", ()):
+        worker = item.funcargs.get("celery_worker_process") if hasattr(item, "funcargs") else None
+        if worker is not None and not worker.wait_idle():
+            print(f"\nworker still busy after 60 s before teardown of {item.nodeid}", file=sys.stderr)

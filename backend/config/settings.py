@@ -215,3 +215,6 @@ FACEINDEX_SWEEP_STALE_PROCESSING_S = int(setting("FACEINDEX_SWEEP_STALE_PROCESSI
 FACEINDEX_WEBHOOK_TIMEOUT_S = float(setting("FACEINDEX_WEBHOOK_TIMEOUT_S", "10"))
 FACEINDEX_WEBHOOK_MAX_ATTEMPTS = int(setting("FACEINDEX_WEBHOOK_MAX_ATTEMPTS", "6"))
 FACEINDEX_WEBHOOK_BACKOFF_S = float(setting("FACEINDEX_WEBHOOK_BACKOFF_S", "2"))
+# Webhooks to loopback/private/link-local addresses are refused unless allowed
+# (a webhook must not reach the service's own network).
+FACEINDEX_WEBHOOK_ALLOW_PRIVATE = env_bool("FACEINDEX_WEBHOOK_ALLOW_PRIVATE", False)

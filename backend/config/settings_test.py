@@ -7,3 +7,6 @@ from .settings import *  # noqa: E402,F401,F403
 
 # Faster password hashing: tests create many users.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# The webhook tests receive on 127.0.0.1; production refuses private targets.
+FACEINDEX_WEBHOOK_ALLOW_PRIVATE = True

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
+import socket
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -64,6 +67,30 @@ def schedule(job_id: int, event: str) -> WebhookDelivery | None:
     return delivery
 
 
+def refused_target(url: str) -> str:
+    """Why a webhook URL may not be called, or "" when it may.
+
+    Checked when sending (not only when the URL is saved), on every address
+    the host resolves to: a webhook must not become a way to reach the
+    service's own network (metadata endpoints, the database, the admin).
+    FACEINDEX_WEBHOOK_ALLOW_PRIVATE lifts this for trusted setups and tests.
+    """
+    if settings.FACEINDEX_WEBHOOK_ALLOW_PRIVATE:
+        return ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "target_not_allowed: not an http(s) URL"
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    except OSError:
+        return ""  # unresolvable now: the request fails and is retried like any network error
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global:
+            return f"target_not_allowed: {parts.hostname} resolves to non-public address {address}"
+    return ""
+
+
 def send(delivery_id: int, countdown: float = 0) -> None:
     from workers.celery_app import app
 
@@ -85,19 +112,23 @@ def attempt(delivery_id: int) -> float | None:
     })
     started = time.monotonic()
     status_code, error = None, ""
-    try:
-        with urllib.request.urlopen(request, timeout=settings.FACEINDEX_WEBHOOK_TIMEOUT_S) as response:
-            status_code = response.status
-    except urllib.error.HTTPError as exc:
-        status_code, error = exc.code, f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
-        error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+    refused = refused_target(delivery.url)
+    if refused:
+        error = refused
+    else:
+        try:
+            with urllib.request.urlopen(request, timeout=settings.FACEINDEX_WEBHOOK_TIMEOUT_S) as response:
+                status_code = response.status
+        except urllib.error.HTTPError as exc:
+            status_code, error = exc.code, f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
     ok = status_code is not None and 200 <= status_code < 300
     delivery.attempts = [*delivery.attempts, {"at": timezone.now().isoformat(), "status_code": status_code,
                                               "error": error, "seconds": round(time.monotonic() - started, 3)}]
     if ok:
         delivery.status, delivery.delivered_at = WebhookDelivery.Status.DELIVERED, timezone.now()
-    elif len(delivery.attempts) >= settings.FACEINDEX_WEBHOOK_MAX_ATTEMPTS:
+    elif refused or len(delivery.attempts) >= settings.FACEINDEX_WEBHOOK_MAX_ATTEMPTS:
         delivery.status = WebhookDelivery.Status.FAILED
         log.warning("webhook %s to %s failed after %d attempts", delivery.pk, delivery.url, len(delivery.attempts))
     delivery.save(update_fields=["attempts", "status", "delivered_at"])

@@ -15,7 +15,7 @@ _EXPORTS = {
     "AgeSex": "ml.attributes.age_sex",
     "synthesize_masked": "ml.attributes.overlay",
     "masked_templates": "ml.attributes.templates",
-    "MASK_NAMES": "ml.attributes.package_images",
+    "MASK_NAMES": "ml.package_images",
 }
 
 __all__ = list(_EXPORTS)

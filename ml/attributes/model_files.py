@@ -18,7 +18,7 @@ def model_bytes(model_id: str) -> bytes:
     entry = weights.model_entry(model_id)
     if entry.package == "weights":
         return weights.model_bytes(model_id)
-    from ml.attributes.package_images import package_dir
+    from ml.package_images import package_dir
 
     try:
         data = (package_dir(entry.package) / entry.resource).read_bytes()

@@ -16,7 +16,7 @@ import functools
 import cv2
 import numpy as np
 
-from ml.attributes.package_images import MASK_NAMES, read_package_image
+from ml.package_images import MASK_NAMES, read_package_image
 
 CROP_SIZE = 112
 WEAR_STYLES = ("mask", "mask_incorrect")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ml.attributes.package_images import astronaut_bgr, read_package_image
+from ml.package_images import astronaut_bgr, read_package_image
 
 
 def package_faces(pipeline=None) -> dict[str, np.ndarray]:

@@ -35,7 +35,6 @@ def _anchors(width: int, height: int) -> np.ndarray:
 
 class RetinaFaceDetector:
     def __init__(self, entry, model_bytes: bytes):
-        import onnxruntime as ort
 
         opts = entry.options
         self.score_threshold = float(opts.get("score_threshold", 0.95))

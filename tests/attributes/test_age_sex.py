@@ -11,7 +11,7 @@ def estimator():
 
 
 def test_astronaut_is_an_adult_woman(estimator, pipeline):
-    from ml.attributes.package_images import astronaut_bgr
+    from ml.package_images import astronaut_bgr
 
     img = astronaut_bgr()
     faces = pipeline.detect(img)

@@ -34,7 +34,7 @@ def test_overlaid_masks_are_flagged(classifier, faces):
 def test_masked_photo_end_to_end(classifier, pipeline):
     """Mask drawn on the whole photo, then detected, aligned and classified like any upload."""
     from ml.attributes.overlay import synthesize_masked_image
-    from ml.attributes.package_images import astronaut_bgr
+    from ml.package_images import astronaut_bgr
 
     img = astronaut_bgr()
     landmarks = pipeline.detect(img)[0].landmarks

@@ -6,7 +6,7 @@ from ml.attributes.overlay import mask_texture, synthesize_masked_image
 
 
 def test_mask_fabric_is_cut_out_of_its_photo():
-    from ml.attributes.package_images import read_package_image
+    from ml.package_images import read_package_image
 
     for name in MASK_NAMES:
         photo = read_package_image(f"mask_{name}.jpg")
@@ -61,7 +61,7 @@ def test_rejects_unaligned_input():
 
 
 def test_mask_drawn_on_whole_photo_lands_on_the_face(pipeline):
-    from ml.attributes.package_images import astronaut_bgr
+    from ml.package_images import astronaut_bgr
 
     img = astronaut_bgr()
     face = pipeline.detect(img)[0]

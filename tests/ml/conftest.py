@@ -1,7 +1,6 @@
 """Fixtures for the ml pipeline tests: real models, real faces shipped in installed wheels."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -15,12 +14,10 @@ for path in (REPO_ROOT, Path(__file__).resolve().parent):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-# Located without importing insightface (its __init__ needs packages we don't install).
-INSIGHTFACE_IMAGES = Path(importlib.util.find_spec("insightface").submodule_search_locations[0]) / "data" / "images"
-
-
 def package_image_bytes(name: str) -> bytes:
-    return (INSIGHTFACE_IMAGES / name).read_bytes()
+    from ml.package_images import insightface_images_dir
+
+    return (insightface_images_dir() / name).read_bytes()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ import time
 
 import cv2
 import numpy as np
-import pytest
 
 from .conftest import files_payload, wait_for_job
 
@@ -68,30 +67,3 @@ def gallery_snapshot(owner) -> dict:
                       .values_list("id", "identity_id", "similarity", "identity_locked", "cluster_id")),
         "rejections": list(Rejection.objects.filter(face__owner=owner).order_by("id").values_list("id", "face_id", "identity_id", "created_at")),
     }
-
-
-def wait_for_idle_worker(timeout: float = 60.0) -> None:
-    """Let background work (re-match, clustering) finish before the DB is flushed under it."""
-    import redis
-    from django.conf import settings
-
-    from tests.conftest import WorkerProcess
-    from workers.celery_app import app
-
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    inspector = app.control.inspect(destination=[WorkerProcess.NODE_NAME], timeout=1.0)
-
-    def idle() -> bool:
-        if broker.llen("celery"):
-            return False
-        active = inspector.active() or {}
-        reserved = inspector.reserved() or {}
-        return not any(active.values()) and not any(reserved.values())
-
-    wait_until(idle, timeout=timeout, what="idle worker")
-
-
-@pytest.fixture
-def settle_worker():
-    yield
-    wait_for_idle_worker()

@@ -7,12 +7,11 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from backend.core import storage
-from backend.gallery.models import Face, Identity, Merge, Template, UnknownCluster
+from backend.gallery.models import Identity, Merge, Template, UnknownCluster
 
-from .gallery_support import settle_worker  # noqa: F401 (fixture)
-from .gallery_support import enroll, index, wait_until
+from .gallery_support import enroll, index
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process", "settle_worker")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 
 
 def staff_client(user) -> Client:

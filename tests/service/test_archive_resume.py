@@ -24,22 +24,6 @@ def _submit_copies(api, sample_archive, count: int) -> int:
     return api.post("/api/v1/jobs", files_payload(files), format="multipart").json()["id"]
 
 
-def wait_until_worker_idle(worker, timeout: float = 60.0) -> None:
-    """Let follow-up tasks (clustering, redeliveries) finish before the test's DB flush."""
-    from workers.celery_app import app
-
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            active = app.control.inspect(destination=[worker.NODE_NAME], timeout=1.0).active() or {}
-        except redis.ConnectionError:  # the pooled connection predates a Redis restart: reconnects next time
-            continue
-        if broker.llen("celery") == 0 and not any(active.values()):
-            return
-        time.sleep(0.3)
-
-
 def _assert_each_image_indexed_exactly_once(job_id: int, count: int) -> None:
     job = Job.objects.get(pk=job_id)
     assert job.status == Job.Status.COMPLETED
@@ -61,7 +45,7 @@ def test_redis_restart_mid_job_loses_and_repeats_nothing(api, sample_archive, ce
         time.sleep(0.1)
     wait_for_job(api, job_id, timeout=180)
     _assert_each_image_indexed_exactly_once(job_id, 24)
-    wait_until_worker_idle(celery_worker_process)
+    celery_worker_process.wait_idle()
 
 
 def test_lost_messages_are_swept_back_after_a_worker_kill(api, sample_archive, celery_worker_process):
@@ -84,9 +68,9 @@ def test_lost_messages_are_swept_back_after_a_worker_kill(api, sample_archive, c
     assert swept == pending  # the PROCESSING batch went back with the restart
     wait_for_job(api, job_id, timeout=180)
     _assert_each_image_indexed_exactly_once(job_id, 24)
-    wait_until_worker_idle(celery_worker_process)
+    celery_worker_process.wait_idle()
     assert services.sweep_lost_images(min_age_s=0) == 0  # a finished job is never swept
-    wait_until_worker_idle(celery_worker_process)
+    celery_worker_process.wait_idle()
 
 
 def test_cancel_stops_scheduling_and_keeps_finished_work(api, sample_archive, celery_worker_process):
@@ -112,4 +96,4 @@ def test_cancel_stops_scheduling_and_keeps_finished_work(api, sample_archive, ce
     assert Job.objects.get(pk=job_id).processed_images == job.processed_images  # nothing more was scheduled
     again = api.post(f"/api/v1/jobs/{job_id}/cancel").json()
     assert again["status"] == "cancelled" and again["processed_images"] == job.processed_images
-    wait_until_worker_idle(celery_worker_process)
+    celery_worker_process.wait_idle()

@@ -8,10 +8,9 @@ import pytest
 
 from backend.gallery.models import Face, Template, UnknownCluster
 
-from .gallery_support import settle_worker  # noqa: F401 (fixture)
 from .gallery_support import index, wait_until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process", "settle_worker")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 
 GROUP_COPIES = ("2019/group.jpg", "2019/group-mirrored.jpg", "2019/group-small-lowq.jpg")
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 import pytest
 
 from backend.core import storage
-from backend.core.pipeline import get_pipeline
 from backend.gallery.models import Face, Merge, Template
 
 from .conftest import files_payload
-from .gallery_support import settle_worker  # noqa: F401 (fixture)
 from .gallery_support import enroll, faces_of, gallery_snapshot, index, wait_until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process", "settle_worker")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 
 
 def read(sample, rel: str) -> bytes:

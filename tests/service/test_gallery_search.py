@@ -9,13 +9,12 @@ from backend.core import storage
 from backend.core.pipeline import get_pipeline
 from backend.gallery.models import Face
 from backend.jobs.models import Image
-from ml.attributes.package_images import read_package_image
+from ml.package_images import read_package_image
 
-from .conftest import files_payload, make_client
-from .gallery_support import settle_worker  # noqa: F401 (fixture)
+from .conftest import make_client
 from .gallery_support import enroll, faces_of, index, small_face_in_large_photo, wait_until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process", "settle_worker")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 
 
 def named(name: str, data: bytes):

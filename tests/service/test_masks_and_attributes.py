@@ -23,7 +23,7 @@ def jpeg(img) -> bytes:
 def astronaut_photos():
     """The astronaut bare, and wearing a fabric mask drawn on the photo at her landmarks."""
     from ml.attributes.overlay import synthesize_masked_image
-    from ml.attributes.package_images import astronaut_bgr
+    from ml.package_images import astronaut_bgr
     from ml.pipeline import FacePipeline
 
     bare = astronaut_bgr()

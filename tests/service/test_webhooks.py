@@ -91,3 +91,19 @@ def test_completion_webhook_is_signed_retried_and_logged(api, sample_archive, re
                                 format="multipart").json()["id"])
     receiver.wait_for(3)
     assert receiver.requests[2]["path"] == "/owner-default"
+
+
+def test_webhooks_to_the_services_own_network_are_refused_unless_allowed(api, receiver, settings):
+    from backend.jobs import webhooks
+    from backend.jobs.models import Job, WebhookDelivery
+
+    settings.FACEINDEX_WEBHOOK_ALLOW_PRIVATE = False
+    job = Job.objects.create(owner=api.user, status=Job.Status.COMPLETED)
+    delivery = WebhookDelivery.objects.create(owner=api.user, job=job, event="job.completed",
+                                              url=f"{receiver.url}/hook", payload={"event": "job.completed"})
+    assert webhooks.attempt(delivery.pk) is None  # no retry: refusing again would not change
+    delivery.refresh_from_db()
+    assert delivery.status == WebhookDelivery.Status.FAILED
+    assert delivery.attempts[0]["error"].startswith("target_not_allowed: 127.0.0.1")
+    assert receiver.requests == []
+    assert webhooks.refused_target("http://169.254.169.254/latest/meta-data") != ""

@@ -7,25 +7,15 @@ JPEGs, so the dataset goes through the real decode -> detect -> align path.
 """
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from ml.package_images import astronaut_bgr as _astronaut
+from ml.package_images import read_package_image as _package_image
+
 PHOTOS_PER_IDENTITY = 5
-# Located without importing insightface (its __init__ needs packages we don't install).
-INSIGHTFACE_IMAGES = Path(importlib.util.find_spec("insightface").submodule_search_locations[0]) / "data" / "images"
-
-
-def _package_image(name: str) -> np.ndarray:
-    return cv2.imread(str(INSIGHTFACE_IMAGES / name), cv2.IMREAD_COLOR)
-
-
-def _astronaut() -> np.ndarray:
-    from skimage import data
-    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
 
 
 def _variant(region: np.ndarray, k: int) -> np.ndarray:

@@ -1,7 +1,6 @@
 """CPU smoke run on package-shipped faces: loss falls, resume continues identically."""
 import json
 
-import numpy as np
 import torch
 
 from ml.training.train import TrainConfig, Trainer

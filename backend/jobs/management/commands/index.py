@@ -5,7 +5,6 @@ server-side folder under FACEINDEX_IMPORT_ROOTS (read where it lies) through
 the same services the REST API uses, waits with a progress bar (done/total,
 images/s, ETA, faces, failures), and prints the per-identity report.
 """
-import json
 import sys
 import time
 from pathlib import Path
