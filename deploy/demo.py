@@ -55,7 +55,7 @@ def main() -> int:
     stack.start()
     env = {**os.environ, **stack.env(), "DJANGO_SETTINGS_MODULE": "backend.config.settings"}
     manage("migrate", "--noinput", "-v", "0", env=env)
-    manage("shell", "-c", (
+    manage("shell", "-v", "0", "-c", (
         "from django.contrib.auth import get_user_model; U = get_user_model();\n"
         f"a, _ = U.objects.get_or_create(username='{ADMIN_USER}', defaults=dict(is_staff=True, is_superuser=True));\n"
         f"a.is_staff = a.is_superuser = True; a.set_password('{ADMIN_PASSWORD}'); a.save();\n"

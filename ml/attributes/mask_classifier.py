@@ -32,7 +32,7 @@ class MaskClassifier:
     @classmethod
     def load(cls, model_id: str = MODEL_ID) -> "MaskClassifier":
         """From the manifest (sha256-checked ``weights/mask/mask_cnn.npz``)."""
-        from ml.attributes.model_files import model_bytes
+        from weights import model_bytes
 
         return cls(mask_net.load_weights(model_bytes(model_id)))
 

@@ -14,10 +14,7 @@ for path in (REPO_ROOT, Path(__file__).resolve().parent):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-def package_image_bytes(name: str) -> bytes:
-    from ml.package_images import insightface_images_dir
-
-    return (insightface_images_dir() / name).read_bytes()
+from tests_ml_helpers import package_image_bytes  # noqa: E402 (needs the path set above)
 
 
 @pytest.fixture(scope="session")

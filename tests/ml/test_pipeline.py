@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import package_image_bytes
+from tests_ml_helpers import package_image_bytes
 from ml.align import ARCFACE_TEMPLATE, similarity_transform
 from ml.compare import cosine_similarity
 from ml.decode import decode_image

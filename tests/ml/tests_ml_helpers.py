@@ -33,3 +33,10 @@ def png_with_claimed_size(png: bytes, width: int, height: int) -> bytes:
     ihdr = png[12:16] + struct.pack(">II", width, height) + png[24:29]
     assert ihdr[:4] == b"IHDR"
     return png[:16] + ihdr[4:] + struct.pack(">I", zlib.crc32(ihdr)) + png[33:]
+
+
+def package_image_bytes(name: str) -> bytes:
+    """The bytes of an image in insightface's data/images (e.g. "t1.jpg")."""
+    from ml.package_images import insightface_images_dir
+
+    return (insightface_images_dir() / name).read_bytes()
