@@ -9,15 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-pytest.importorskip("onnx", reason="torch.onnx.export needs the onnx package (onnx==1.23.2)")
-
-import weights  # noqa: E402
-from ml.errors import ModelFileError  # noqa: E402
-from ml.recognizers import load_recognizer  # noqa: E402
-from ml.recognizers.onnx import OnnxRecognizer  # noqa: E402
-from ml.training.export import export_run  # noqa: E402
-from ml.training.train import TrainConfig, Trainer, embed_all  # noqa: E402
-from tests.training.conftest import _package_image  # noqa: E402
+import weights
+from ml.errors import ModelFileError
+from ml.package_images import read_package_image as _package_image
+from ml.recognizers import load_recognizer
+from ml.recognizers.onnx import OnnxRecognizer
+from ml.training.export import export_run
+from ml.training.train import TrainConfig, Trainer, embed_all
 
 MODEL_ID = "tiny-test"
 
