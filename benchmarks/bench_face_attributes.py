@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 # Run as a script from anywhere: the repository root holds ml/ and weights/.
@@ -27,22 +26,17 @@ SEX_OF = {
 
 
 def main(root: Path) -> None:
+    from benchmarks.dev_photos import largest_faces
     from ml.attributes import AgeSexEstimator
     from ml.pipeline import FacePipeline
 
     pipeline = FacePipeline.from_manifest()
     estimator = AgeSexEstimator.load()
     rows = []
-    for person_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for path in sorted(person_dir.glob("*.jpg")):
-            img = cv2.imread(str(path))
-            faces = pipeline.detect(img)
-            if not faces:
-                continue
-            face = max(faces, key=lambda f: f.box[2] * f.box[3])
-            full = estimator.predict(img, [face])[0]
-            crop = estimator.predict_crops([pipeline.align(img, face.landmarks)])[0]
-            rows.append((person_dir.name, path.name, full, crop))
+    for person, path, img, face in largest_faces(root, pipeline):
+        full = estimator.predict(img, [face])[0]
+        crop = estimator.predict_crops([pipeline.align(img, face.landmarks)])[0]
+        rows.append((person, path.name, full, crop))
     for label, pick in (("full image (predict)", 2), ("aligned crop (predict_crops)", 3)):
         truth = np.array([SEX_OF[r[0]] for r in rows])
         predicted = np.array([r[pick].sex for r in rows])

@@ -15,7 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 # Run as a script from anywhere: the repository root holds ml/ and weights/.
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(root: Path, weights_file: Path | None = None) -> None:
+    from benchmarks.dev_photos import largest_faces
     from ml.attributes import MaskClassifier
     from ml.attributes.mask_net import LABELS
     from ml.attributes.overlay import synthesize_masked, synthesize_masked_image
@@ -39,12 +39,7 @@ def main(root: Path, weights_file: Path | None = None) -> None:
     rng = np.random.default_rng(11)
     sets = {"crop": ([], []), "whole photo, re-detected": ([], [])}
     lost = 0
-    for path in sorted(root.glob("*/*.jpg")):
-        img = cv2.imread(str(path))
-        faces = pipeline.detect(img)
-        if not faces:
-            continue
-        face = max(faces, key=lambda f: f.box[2] * f.box[3])
+    for _person, _path, img, face in largest_faces(root, pipeline):
         crop = pipeline.align(img, face.landmarks)
         for k, label in enumerate(LABELS):
             images, targets = sets["crop"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 # Run as a script from anywhere: the repository root holds ml/ and weights/.
@@ -27,18 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def load_faces(root: Path, pipeline):
+    from benchmarks.dev_photos import largest_faces
+
     images, crops, landmarks, people = [], [], [], []
-    for person_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for path in sorted(person_dir.glob("*.jpg")):
-            img = cv2.imread(str(path))
-            faces = pipeline.detect(img)
-            if not faces:
-                continue
-            face = max(faces, key=lambda f: f.box[2] * f.box[3])
-            images.append(img)
-            landmarks.append(face.landmarks)
-            crops.append(pipeline.align(img, face.landmarks))
-            people.append(person_dir.name)
+    for person, _path, img, face in largest_faces(root, pipeline):
+        images.append(img)
+        landmarks.append(face.landmarks)
+        crops.append(pipeline.align(img, face.landmarks))
+        people.append(person)
     return images, crops, landmarks, np.array(people)
 
 

@@ -6,8 +6,6 @@ entry whose ``implementation`` names it.
 """
 from __future__ import annotations
 
-import importlib
-
 IMPLEMENTATIONS = {
     "yunet": "ml.detectors.yunet:YuNetDetector",
     "retinaface": "ml.detectors.retinaface:RetinaFaceDetector",
@@ -15,14 +13,6 @@ IMPLEMENTATIONS = {
 
 
 def load_detector(model_id: str):
-    import weights
+    from ml.registry import build_model
 
-    entry = weights.model_entry(model_id)
-    if entry.kind != "detector":
-        raise ValueError(f"model {model_id!r} is a {entry.kind}, not a detector")
-    target = IMPLEMENTATIONS.get(entry.implementation or "")
-    if target is None:
-        raise ValueError(f"no detector implementation {entry.implementation!r} for {model_id!r}")
-    module_name, class_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(entry, weights.model_bytes(model_id))
+    return build_model(model_id, "detector", IMPLEMENTATIONS)

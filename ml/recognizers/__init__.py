@@ -6,8 +6,6 @@ offering ``embed(crops) -> (n, dim) float32`` (normalised), plus its name in
 """
 from __future__ import annotations
 
-import importlib
-
 IMPLEMENTATIONS = {
     "sface": "ml.recognizers.sface:SFaceRecognizer",
     "onnx": "ml.recognizers.onnx:OnnxRecognizer",  # models from ml.training.export
@@ -16,14 +14,6 @@ IMPLEMENTATIONS = {
 
 
 def load_recognizer(model_id: str):
-    import weights
+    from ml.registry import build_model
 
-    entry = weights.model_entry(model_id)
-    if entry.kind != "recognizer":
-        raise ValueError(f"model {model_id!r} is a {entry.kind}, not a recognizer")
-    target = IMPLEMENTATIONS.get(entry.implementation or "")
-    if target is None:
-        raise ValueError(f"no recognizer implementation {entry.implementation!r} for {model_id!r}")
-    module_name, class_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(entry, weights.model_bytes(model_id))
+    return build_model(model_id, "recognizer", IMPLEMENTATIONS)

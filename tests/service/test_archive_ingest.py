@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import os
 import uuid
-import zipfile
 
 import pytest
 
@@ -12,7 +11,7 @@ from backend.core import storage
 from backend.gallery.models import Face
 from backend.jobs.models import Image
 
-from .conftest import files_payload, wait_for_job
+from .conftest import files_payload, wait_for_job, zip_bytes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 
@@ -130,12 +129,7 @@ def test_already_indexed_content_is_linked_not_reprocessed(api, sample_archive, 
 
 
 def test_zip_slip_and_zip_bomb_are_refused(api, settings):
-    def zipped(entries: dict[str, bytes]) -> bytes:
-        out = io.BytesIO()
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name, data in entries.items():
-                archive.writestr(name, data)
-        return out.getvalue()
+    zipped = zip_bytes
 
     for name in ("../../etc/cron.d/x.jpg", "/etc/passwd.jpg", "a/../../b.jpg", "C:/windows/x.jpg"):
         answer = api.post("/api/v1/jobs", files_payload({"slip.zip": zipped({name: b"x"})}), format="multipart")
