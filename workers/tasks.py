@@ -71,7 +71,7 @@ def _sweep_once(app) -> None:
     from django.conf import settings
     from django.db import close_old_connections
 
-    from backend.jobs import services
+    from backend.jobs import services, webhooks
 
     # One sweep per interval across all workers: the first to take the lock runs it.
     with app.connection_for_write() as connection:
@@ -81,6 +81,7 @@ def _sweep_once(app) -> None:
     close_old_connections()
     try:
         services.sweep_lost_images()
+        webhooks.sweep_missed(min_age_s=settings.FACEINDEX_SWEEP_MIN_AGE_S)
     finally:
         close_old_connections()
 

@@ -17,12 +17,15 @@ import logging
 import secrets
 import socket
 import time
+from datetime import timedelta
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from .models import Job, WebhookDelivery, WebhookEndpoint
@@ -89,6 +92,30 @@ def refused_target(url: str) -> str:
         if not address.is_global:
             return f"target_not_allowed: {parts.hostname} resolves to non-public address {address}"
     return ""
+
+
+def sweep_missed(*, min_age_s: float) -> int:
+    """Catch up on webhooks a crash or a broker outage dropped; returns how many were (re)sent.
+
+    - a finished job whose owner or job has a URL but no delivery for its event:
+      scheduling failed before the delivery was recorded;
+    - a delivery never attempted: its message was lost after it was recorded.
+    A delivery that was merely slow may be sent twice; receivers dedupe on
+    X-Faceindex-Delivery.
+    """
+    cutoff = timezone.now() - timedelta(seconds=min_age_s)
+    resent = 0
+    recorded = WebhookDelivery.objects.filter(job=OuterRef("pk"), event=Concat(Value("job."), OuterRef("status")))
+    finished = (Job.objects.filter(status__in=(Job.Status.COMPLETED, Job.Status.CANCELLED), finished_at__lt=cutoff)
+                .filter(Q(webhook_url__gt="") | Q(owner__webhook__url__gt=""))
+                .filter(~Exists(recorded)))
+    for job in finished.only("id", "status")[:1000]:
+        resent += schedule(job.pk, f"job.{job.status}") is not None
+    for delivery_id in (WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING, attempts=[],
+                                                       created_at__lt=cutoff).values_list("id", flat=True)[:1000]):
+        send(delivery_id)
+        resent += 1
+    return resent
 
 
 def send(delivery_id: int, countdown: float = 0) -> None:

@@ -107,3 +107,21 @@ def test_webhooks_to_the_services_own_network_are_refused_unless_allowed(api, re
     assert delivery.attempts[0]["error"].startswith("target_not_allowed: 127.0.0.1")
     assert receiver.requests == []
     assert webhooks.refused_target("http://169.254.169.254/latest/meta-data") != ""
+
+
+def test_a_webhook_dropped_before_it_was_recorded_is_caught_up_by_the_sweep(api, receiver):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from backend.jobs import webhooks
+    from backend.jobs.models import Job, WebhookDelivery
+
+    # As if the process died between completing the job and recording the webhook.
+    job = Job.objects.create(owner=api.user, status=Job.Status.COMPLETED, webhook_url=f"{receiver.url}/late",
+                             finished_at=timezone.now() - timedelta(minutes=30))
+    assert webhooks.sweep_missed(min_age_s=60) == 1
+    receiver.wait_for(2)  # the first answer is a 500: retried with backoff
+    delivery = WebhookDelivery.objects.get(job=job)
+    assert delivery.event == "job.completed" and receiver.requests[-1]["path"] == "/late"
+    assert webhooks.sweep_missed(min_age_s=60) == 0  # recorded now: nothing more to catch up
