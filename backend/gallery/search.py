@@ -20,6 +20,7 @@ from backend.core.pipeline import get_pipeline
 from backend.jobs.services import Upload
 
 from . import matching, services
+from .attributes import describe_faces, is_masked
 from .models import Face, Identity
 
 MAX_K = 100
@@ -31,6 +32,11 @@ class ProbeFace:
     det_score: float
     quality: float
     embedding: np.ndarray
+    mask_state: str = ""
+
+    @property
+    def masked(self) -> bool:
+        return is_masked(self.mask_state)
 
 
 def faces_in_upload(upload: Upload, *, field: str) -> list[ProbeFace]:
@@ -49,7 +55,10 @@ def faces_in_upload(upload: Upload, *, field: str) -> list[ProbeFace]:
     if not faces:
         raise ServiceError("no_face", f"no face found in {upload.name}", field=field, status_code=422)
     faces.sort(key=lambda f: -(f.box[2] * f.box[3]))
-    return [ProbeFace([round(float(v), 1) for v in f.box], float(f.score), float(f.quality), f.embedding) for f in faces]
+    # A masked probe is also compared with the masked-probe templates (docs/masks-and-attributes.md).
+    attributes = describe_faces(decoded.pixels, faces, with_age_sex=False)
+    return [ProbeFace([round(float(v), 1) for v in f.box], float(f.score), float(f.quality), f.embedding, a.mask_state)
+            for f, a in zip(faces, attributes)]
 
 
 def verify(*, owner, probe: Upload, other: Upload | None = None, identity_id: int | None = None) -> dict:
@@ -65,7 +74,7 @@ def verify(*, owner, probe: Upload, other: Upload | None = None, identity_id: in
         result["face_b"] = {"box": face_b.box}
     else:
         identity = services.get_identity(owner=owner, identity_id=identity_id)
-        similarity = services.best_similarity(identity.pk, face.embedding)
+        similarity = services.best_similarity(identity.pk, face.embedding, probe_masked=face.masked)
         if similarity is None:
             raise ServiceError("no_templates", f"identity {identity.pk} has no enrolled templates", field="identity_id", status_code=422)
         result["identity"] = {"id": identity.pk, "name": identity.name}
@@ -99,13 +108,15 @@ def search(*, owner, probe: Upload, k: int = 5, all_faces: bool = False) -> dict
         matching.configure_vector_search()
         for face in faces:
             # Enough templates for k distinct identities in practice.
-            scores = matching.identity_scores(owner.pk, face.embedding, k=max(settings.FACEINDEX_MATCH_CANDIDATES, 4 * k))
+            scores = matching.identity_scores(owner.pk, face.embedding, k=max(settings.FACEINDEX_MATCH_CANDIDATES, 4 * k),
+                                              probe_masked=face.masked)
             decision = matching.decide(scores, threshold=threshold)
             top = sorted(scores.items(), key=lambda item: -item[1])[:k]
             names = dict(Identity.objects.filter(pk__in=[i for i, _ in top]).values_list("id", "name"))
             results.append({
                 "box": face.box,
                 "det_score": round(face.det_score, 4),
+                "mask": face.mask_state,
                 "match": {"id": decision.identity_id, "name": names.get(decision.identity_id)} if decision.identity_id else None,
                 "identities": [{"id": i, "name": names[i], "similarity": round(s, 4), "above_threshold": s >= threshold}
                                for i, s in top],

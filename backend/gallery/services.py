@@ -244,9 +244,12 @@ def excluded_identities(face: Face) -> set[int]:
     return set(face.rejections.values_list("identity_id", flat=True))
 
 
-def best_similarity(identity_id: int, embedding) -> float | None:
+def best_similarity(identity_id: int, embedding, *, probe_masked: bool = False) -> float | None:
     """Similarity of an embedding to an identity: its best template (the matching rule's score)."""
-    templates = np.asarray(list(Template.objects.filter(identity_id=identity_id, masked=False).values_list("embedding", flat=True)), dtype=np.float32)
+    templates = Template.objects.filter(identity_id=identity_id)
+    if not probe_masked:
+        templates = templates.filter(masked=False)
+    templates = np.asarray(list(templates.values_list("embedding", flat=True)), dtype=np.float32)
     if not len(templates):
         return None
     return float(np.max(templates @ np.asarray(embedding, dtype=np.float32)))

@@ -58,6 +58,12 @@ def test_masked_probe_finds_the_person_enrolled_without_a_mask(api, astronaut_ph
     assert report["report"]["identities"][0]["faces"][0]["mask"] == face["mask"]["state"]
     assert api.get("/api/v1/faces", {"mask": "balaclava"}).status_code == 400
 
+    # 1:N search treats the masked probe the same way.
+    probe = files_payload({"probe.jpg": astronaut_photos["masked.jpg"]})["files"][0]
+    (result,) = api.post("/api/v1/search", {"file": probe}, format="multipart").json()["results"]
+    assert result["mask"] in ("mask", "mask_incorrect")
+    assert result["match"] == {"id": eileen, "name": "Eileen Collins"}
+
 
 def test_bare_faces_are_not_flagged_and_attributes_appear_only_when_asked(api, astronaut_photos, sample_archive):
     files = {"bare.jpg": astronaut_photos["bare.jpg"],
