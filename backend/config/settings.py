@@ -107,8 +107,6 @@ TEMPLATES = [
 
 DATABASES = {"default": _database_from_url(setting("DATABASE_URL", "postgres://faceindex:faceindex@127.0.0.1:5432/faceindex"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# Django 6's default for scheme-less URLs typed into forms (webhook URLs in the admin).
-FORMS_URLFIELD_ASSUME_HTTPS = True
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
