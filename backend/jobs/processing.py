@@ -93,10 +93,6 @@ def read_original(image: Image) -> bytes:
     return storage.get_bytes(image.object_key)
 
 
-def process_image(image_id: int, *, worker_name: str) -> None:
-    process_images([image_id], worker_name=worker_name)
-
-
 def process_images(image_ids: list[int], *, worker_name: str) -> None:
     from ml.errors import ImageDecodeError
     from ml.decode import decode_image

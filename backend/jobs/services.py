@@ -259,11 +259,6 @@ def claim_images(image_ids: list[int], *, worker_name: str) -> list[Image]:
         return images
 
 
-def claim_image(image_id: int, *, worker_name: str) -> Image | None:
-    """Mark an image PROCESSING by this worker; None if it needs no work."""
-    claimed = claim_images([image_id], worker_name=worker_name)
-    return claimed[0] if claimed else None
-
 
 def finish_image(image: Image, *, failed: bool, faces_found: int = 0, linked: bool = False) -> None:
     """Count a finished image once, and complete the job with its last image.
@@ -326,10 +321,6 @@ def fail_image(image_id: int, *, code: str, message: str) -> None:
 def release_images(image_ids: list[int]) -> None:
     """Put PROCESSING images back to PENDING before a retry re-claims them."""
     Image.objects.filter(pk__in=image_ids, status=Image.Status.PROCESSING).update(status=Image.Status.PENDING, worker="")
-
-
-def release_image(image_id: int) -> None:
-    release_images([image_id])
 
 
 def sweep_lost_images(*, min_age_s: float | None = None, stale_processing_s: float | None = None,
