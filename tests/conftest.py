@@ -49,6 +49,12 @@ def django_db_setup(test_stack, django_db_blocker):
     from django.conf import settings
 
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    # Ids restart after the flush: objects of an earlier session would sit at
+    # the keys this session's rows get, so the bucket starts empty too.
+    from backend.core import storage
+
+    storage.ensure_bucket()
+    storage.delete_keys(storage.list_keys())
 
 
 class WorkerProcess:
