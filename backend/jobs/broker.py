@@ -28,17 +28,25 @@ def _image_ids(raw: bytes | str) -> list[int]:
     return list(first) if isinstance(first, list) else [first]
 
 
-def queued_image_ids() -> set[int]:
+def broker_image_ids() -> tuple[set[int], set[int]]:
+    """(ids named by messages waiting in the queue, ids named by unacked deliveries)."""
     from workers.celery_app import app
 
-    ids: set[int] = set()
+    waiting: set[int] = set()
+    unacked: set[int] = set()
     queue = app.conf.task_default_queue or "celery"
     with app.connection_for_read() as connection:
         client = connection.default_channel.client
         length = client.llen(queue)
         for start in range(0, length, SCAN_CHUNK):
             for raw in client.lrange(queue, start, start + SCAN_CHUNK - 1):
-                ids.update(_image_ids(raw))
+                waiting.update(_image_ids(raw))
         for raw in client.hvals("unacked"):
-            ids.update(_image_ids(raw))
-    return ids
+            unacked.update(_image_ids(raw))
+    return waiting, unacked
+
+
+def queued_image_ids() -> set[int]:
+    """Every image id some message in the broker still names (queued or unacked)."""
+    waiting, unacked = broker_image_ids()
+    return waiting | unacked

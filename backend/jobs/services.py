@@ -216,19 +216,37 @@ def enqueue_job(job_id: int) -> int:
 
 
 def requeue_orphans(*, worker_name: str) -> int:
-    """Re-queue images a worker of this name held when it died.
+    """Re-queue the work a killed predecessor of this worker left behind.
 
     Called when a worker starts: a node name runs once at a time, so anything
     still PROCESSING under this name was abandoned by a killed predecessor.
-    The broker's own redelivery (acks_late, visibility timeout) is the backstop
-    for workers that never come back under the same name.
+    A predecessor killed after taking a message but before claiming its
+    images (or while holding a prefetched one) leaves PENDING images whose
+    only message sits unacked; Redis would hand it out again only after the
+    visibility timeout (minutes), so those are re-sent now too. An image a
+    live worker is about to claim may be sent twice that way: claiming skips
+    finished images and writing checks the claim, so the copy costs a skip.
+    The broker's own redelivery is the backstop for workers that never come
+    back under the same name.
     """
-    ids = list(
+    from .broker import broker_image_ids
+
+    held = list(
         Image.objects.filter(status=Image.Status.PROCESSING, worker=worker_name).values_list("id", flat=True)
     )
-    Image.objects.filter(id__in=ids, status=Image.Status.PROCESSING).update(status=Image.Status.PENDING, worker="")
+    Image.objects.filter(id__in=held, status=Image.Status.PROCESSING).update(status=Image.Status.PENDING, worker="")
+    waiting, unacked = broker_image_ids()
+    stranded = unacked - waiting - set(held)
+    if stranded:
+        stranded = set(
+            Image.objects.filter(id__in=stranded, status=Image.Status.PENDING,
+                                 job__status__in=(Job.Status.PENDING, Job.Status.RUNNING))
+            .values_list("id", flat=True)
+        )
+    ids = sorted(set(held) | stranded)
     if ids:
-        log.warning("re-queueing %d images abandoned by %s", len(ids), worker_name)
+        log.warning("re-queueing %d images abandoned by %s (%d claimed, %d unclaimed in unacked messages)",
+                    len(ids), worker_name, len(held), len(stranded))
         enqueue_images(ids)
     return len(ids)
 

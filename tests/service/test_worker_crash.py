@@ -1,14 +1,22 @@
 """A worker killed with SIGKILL mid-job loses nothing and repeats nothing."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
 from backend.gallery.models import Face
+from backend.jobs.broker import broker_image_ids
 from backend.jobs.models import Image, Job
 
 from .conftest import files_payload, wait_for_job
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,3 +52,44 @@ def test_sigkill_mid_job_then_restart_completes_every_image_exactly_once(api, sa
     per_image = [Face.objects.filter(image=image).count() for image in images]
     assert per_image == [6] * len(files), per_image  # no face written twice
     assert job["faces_found"] == Face.objects.filter(image__job_id=job_id).count() == 6 * len(files)
+
+
+# Takes the first queued message the way a worker does (kombu keeps it in the
+# "unacked" hash until it is acked), prints its task name, then dies by SIGKILL.
+TAKE_MESSAGE_AND_DIE = """
+import os, signal
+import django
+django.setup()
+from workers.celery_app import app
+with app.connection_for_write() as connection:
+    message = connection.default_channel.basic_get("celery", no_ack=False)
+    print(message.headers["task"] if message else "none", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_batch_taken_by_a_worker_killed_before_claiming_it_is_resent_at_restart(
+        api, sample_archive, celery_worker_process):
+    """The gap between taking a message and claiming its images: without a
+    re-send the batch would wait out the broker's visibility timeout (minutes)."""
+    celery_worker_process.wait_idle()
+    celery_worker_process.stop()
+    files = varied_copies(sample_archive.archive_dir / "2019/group.jpg", 8)  # one batch
+    job_id = api.post("/api/v1/jobs", files_payload(files), format="multipart").json()["id"]
+
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="backend.config.settings_test")
+    taker = subprocess.run([sys.executable, "-c", TAKE_MESSAGE_AND_DIE], cwd=REPO_ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert taker.returncode == -9 and taker.stdout.strip() == "faceindex.process_batch", taker.stderr
+    image_ids = set(Image.objects.filter(job_id=job_id).values_list("id", flat=True))
+    waiting, unacked = broker_image_ids()
+    assert image_ids <= unacked and not image_ids & waiting
+    assert set(Image.objects.filter(job_id=job_id).values_list("status", flat=True)) == {Image.Status.PENDING}
+
+    celery_worker_process.start()
+    job = wait_for_job(api, job_id, timeout=120)  # well inside the 300 s visibility timeout
+
+    assert job["status"] == "completed"
+    assert (job["processed_images"], job["failed_images"]) == (len(files), 0)
+    per_image = [Face.objects.filter(image=image).count() for image in Image.objects.filter(job_id=job_id)]
+    assert per_image == [6] * len(files), per_image
