@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
@@ -34,6 +35,12 @@ def indexed_images(owner_id: int, sha256s: set[str], *, exclude_id: int | None =
     for row in rows:
         found.setdefault(row.sha256, Indexed(row, row.face_count))
     return found
+
+
+def lock_content(owner_id: int, sha256: str) -> None:
+    """Serialise, until the current transaction ends, indexing of one owner's content."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"faceindex:content:{owner_id}:{sha256}"])
 
 
 def mark_linked(image: Image, canonical: Indexed) -> None:

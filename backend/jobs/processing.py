@@ -195,26 +195,34 @@ def _link_if_indexed(work: Work, worker_name: str, data: bytes | None = None) ->
     A job that asks for age/sex first fills them in on the earlier faces when
     that indexing skipped them (``data``: this image's bytes, the same content).
     """
-    from backend.gallery.attributes import fill_missing_age_sex
     from ml.decode import decode_image
 
     image = work.image
     canonical = dedup.indexed_images(image.owner_id, {image.sha256}, exclude_id=image.pk).get(image.sha256)
     if canonical is None:
         return False
-    if data is not None and wants_age_sex(image):
-        with work.timed("attributes"):
-            fill_missing_age_sex(canonical.image, lambda: decode_image(data, max_pixels=settings.FACEINDEX_MAX_PIXELS).pixels)
     with transaction.atomic():
         locked = Image.objects.select_for_update().get(pk=image.pk)
         if locked.status != Image.Status.PROCESSING or locked.worker != worker_name:
             return True
-        new_faces = dedup.faces_new_to_job(locked.job_id, canonical)
-        dedup.mark_linked(locked, canonical)
-        locked.timings = {k: round(v, 5) for k, v in work.seconds.items()}
-        locked.save()
-        services.finish_image(locked, failed=False, faces_found=new_faces, linked=True)
+        _finish_as_link(work, locked, canonical, load_pixels=lambda: decode_image(
+            data, max_pixels=settings.FACEINDEX_MAX_PIXELS).pixels if data is not None else None)
     return True
+
+
+def _finish_as_link(work: Work, locked: Image, canonical: dedup.Indexed, load_pixels) -> None:
+    """Inside the caller's transaction, with ``locked`` claimed by this worker."""
+    from backend.gallery.attributes import fill_missing_age_sex
+
+    if wants_age_sex(locked):
+        with work.timed("attributes"):
+            if (pixels := load_pixels()) is not None:
+                fill_missing_age_sex(canonical.image, lambda: pixels)
+    new_faces = dedup.faces_new_to_job(locked.job_id, canonical)
+    dedup.mark_linked(locked, canonical)
+    locked.timings = {k: round(v, 5) for k, v in work.seconds.items()}
+    locked.save()
+    services.finish_image(locked, failed=False, faces_found=new_faces, linked=True)
 
 
 def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
@@ -227,6 +235,16 @@ def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
         locked = Image.objects.select_for_update().get(pk=image.pk)
         if locked.status != Image.Status.PROCESSING or locked.worker != worker_name:
             return  # another worker finished or re-claimed it meanwhile
+        # Two workers may index the same bytes at once (copies of a photo in
+        # different batches): the content lock makes the second wait for the
+        # first's commit and then link to it instead of writing the faces twice.
+        dedup.lock_content(image.owner_id, image.sha256)
+        canonical = dedup.indexed_images(image.owner_id, {image.sha256}, exclude_id=image.pk).get(image.sha256)
+        if canonical is not None:
+            _finish_as_link(work, locked, canonical, load_pixels=lambda: decoded.pixels)
+            keys = [crop_key(image, ordinal) for ordinal in range(len(faces))]
+            transaction.on_commit(lambda: storage.delete_keys(keys))
+            return
         with work.timed("match"):
             matching.configure_vector_search()
             matches = [matching.match_embedding(image.owner_id, face.embedding, threshold=threshold, probe_masked=attrs.masked)
