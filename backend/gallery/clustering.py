@@ -176,6 +176,7 @@ def name_cluster(*, owner, cluster_id: int, name: str | None = None, identity_id
         templates = np.asarray(list(identity.templates.filter(masked=False).values_list("embedding", flat=True)), dtype=np.float32)
         for face in rest:
             similarity = float(np.max(templates @ np.asarray(face.embedding, dtype=np.float32)))
-            Face.objects.filter(pk=face.pk).update(identity=identity, identity_locked=True, similarity=similarity, cluster=None)
+            Face.objects.filter(pk=face.pk).update(identity=identity, identity_locked=True, similarity=similarity,
+                                                   cluster=None, placed_at=timezone.now())
         cluster.delete()
     return identity

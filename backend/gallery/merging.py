@@ -5,7 +5,9 @@ the target, re-matches the faces the larger gallery entry may now claim
 (faces that were ambiguous between the two, unknown faces near the source's
 templates), and deletes the source row. The Merge row records all of it:
 undo re-creates the source with its primary key, name and timestamps, moves
-everything back and restores every changed face to its state before the merge.
+everything back and restores every changed face to its state before the merge,
+except faces a user placed after the merge (Face.placed_at): a later decision
+about a face outranks an undo of an older one about identities.
 """
 from __future__ import annotations
 
@@ -81,10 +83,12 @@ def undo_merge(*, owner, merge_id: int) -> Identity:
                 rejection = Rejection.objects.create(face_id=face_id, identity=source)
                 Rejection.objects.filter(pk=rejection.pk).update(created_at=datetime.fromisoformat(created_at))
         Merge.objects.filter(pk__in=merge.merge_ids, target=merge.target).update(target=source)
-        existing = set(Face.objects.filter(owner=owner, pk__in=[int(i) for i in merge.face_states]).values_list("id", flat=True))
+        # Faces deleted since (image re-processed or deleted) or placed by a user since are left as they are.
+        restorable = set(Face.objects.filter(owner=owner, pk__in=[int(i) for i in merge.face_states])
+                         .exclude(placed_at__gt=merge.created_at).values_list("id", flat=True))
         for face_id, (identity_id, similarity, locked, cluster_id) in merge.face_states.items():
-            if int(face_id) not in existing:
-                continue  # deleted since (its image was re-processed or deleted)
+            if int(face_id) not in restorable:
+                continue
             if cluster_id is not None:
                 UnknownCluster.objects.get_or_create(pk=cluster_id, defaults={"owner": owner})
             Face.objects.filter(pk=face_id).update(identity_id=identity_id, similarity=similarity,

@@ -73,6 +73,9 @@ class Face(models.Model):
     # A user put this face on its identity (move, enroll, named cluster):
     # background re-matching leaves it alone.
     identity_locked = models.BooleanField(default=False)
+    # When a user last decided this face's identity (move, "not this person",
+    # enroll, named cluster): undoing an older merge leaves the decision alone.
+    placed_at = models.DateTimeField(null=True, blank=True)
     # Drawn by a user around a face the detector missed (det_score may be 0).
     manual = models.BooleanField(default=False)
     # Unknown faces only: the group of look-alike unknown faces it belongs to.

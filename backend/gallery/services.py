@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from django.db import transaction
 from django.db.models import Max
+from django.utils import timezone
 from pgvector.django import CosineDistance
 
 from backend.core import storage
@@ -287,7 +288,7 @@ def enroll_from_faces(*, identity: Identity, face_ids: list[int]) -> list[Templa
         Rejection.objects.filter(face__in=faces, identity=identity).delete()
         # Its own template: similarity 1.
         Face.objects.filter(pk__in=[f.pk for f in faces]).update(
-            identity=identity, similarity=1.0, identity_locked=True, cluster=None)
+            identity=identity, similarity=1.0, identity_locked=True, cluster=None, placed_at=timezone.now())
         schedule_rematch(identity.owner_id, template_ids=[t.pk for t in templates] + masked_ids)
     return templates
 
@@ -307,7 +308,8 @@ def assign_face(*, owner, face_id: int, identity_id: int | None) -> Face:
         Rejection.objects.filter(face=face, identity=identity).delete()
         face.identity, face.identity_locked, face.cluster = identity, True, None
         face.similarity = best_similarity(identity.pk, face.embedding)
-        face.save(update_fields=["identity", "identity_locked", "cluster", "similarity"])
+        face.placed_at = timezone.now()
+        face.save(update_fields=["identity", "identity_locked", "cluster", "similarity", "placed_at"])
     return face
 
 
@@ -320,6 +322,7 @@ def reject_face(*, owner, face_id: int, identity_id: int | None = None) -> Face:
     identity = get_identity(owner=owner, identity_id=identity_id)
     with transaction.atomic():
         Rejection.objects.get_or_create(face=face, identity=identity)
+        Face.objects.filter(pk=face.pk).update(placed_at=timezone.now())
         if face.identity_id == identity.pk:
             Face.objects.filter(pk=face.pk).update(identity=None, similarity=None, identity_locked=False, cluster_checked=False)
         matching.configure_vector_search()

@@ -54,6 +54,27 @@ def test_enrolment_finds_faces_indexed_earlier_and_merge_undo_restores_exactly(a
     assert api.post(f"/api/v1/merges/{body['id']}/undo").status_code == 404
 
 
+def test_undo_of_a_merge_keeps_a_face_the_user_moved_after_the_merge(api, sample_archive):
+    job = index(api, {name: read(sample_archive, name) for name in ("2021/hanks-large.jpg", "2021/hanks-and-collins.jpg")})
+    eileen = enroll(api, "Eileen", enrollment(sample_archive, "Eileen Collins"))
+    hanks = enroll(api, "Tom", enrollment(sample_archive, "Tom Hanks"))
+    wait_until(lambda: Face.objects.filter(image__job_id=job["id"], identity_id=hanks).count() == 2, what="hanks matched")
+    large = faces_of(job["id"], "2021/hanks-large.jpg").get()
+    pair = faces_of(job["id"], "2021/hanks-and-collins.jpg").filter(identity_id=hanks).get()
+    merge = api.post(f"/api/v1/identities/{eileen}/merge", {"source_id": hanks}, format="json").json()
+
+    # After the merge the user moves one of Tom's former faces to a third identity.
+    other = api.post("/api/v1/identities", {"name": "Look-alike"}, format="json").json()["id"]
+    moved = api.post(f"/api/v1/faces/{large.pk}/assign", {"identity_id": other}, format="json")
+    assert moved.status_code == 200, moved.content
+
+    assert api.post(f"/api/v1/merges/{merge['id']}/undo").status_code == 200
+    large.refresh_from_db()
+    pair.refresh_from_db()
+    assert (large.identity_id, large.identity_locked) == (other, True)  # the later decision stands
+    assert pair.identity_id == hanks  # the face nobody touched goes back
+
+
 def test_rename_and_enroll_from_detected_faces(api, sample_archive):
     job = index(api, {"hanks-large.jpg": read(sample_archive, "2021/hanks-large.jpg")})
     face = Face.objects.get(image__job_id=job["id"])
