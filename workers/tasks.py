@@ -38,6 +38,15 @@ def _process(self, image_ids: list[int]) -> None:
         raise self.retry(exc=exc, countdown=2 ** self.request.retries)
 
 
+@shared_task(name="faceindex.list_source", acks_late=True)
+def list_source(job_id: int, token: str) -> None:
+    """List an import source on for a while, then hand over to a fresh message."""
+    from backend.jobs import listing
+
+    if listing.continue_listing(job_id, token):
+        listing.send_listing_task(job_id)
+
+
 @shared_task(name="faceindex.rematch_faces", acks_late=True)
 def rematch_faces(owner_id: int, *, face_ids=None, template_ids=None, identity_ids=None) -> int:
     from backend.gallery import services
@@ -81,6 +90,7 @@ def _sweep_once(app) -> None:
     close_old_connections()
     try:
         services.sweep_lost_images()
+        services.resume_stalled_listings(min_age_s=settings.FACEINDEX_SWEEP_MIN_AGE_S)
         webhooks.sweep_missed(min_age_s=settings.FACEINDEX_SWEEP_MIN_AGE_S)
     finally:
         close_old_connections()

@@ -202,6 +202,8 @@ FACEINDEX_IMPORT_S3_SECRET_KEY = setting("FACEINDEX_IMPORT_S3_SECRET_KEY", S3_SE
 FACEINDEX_IMPORT_S3_SECURE = setting("FACEINDEX_IMPORT_S3_SECURE", str(S3_SECURE)).lower() == "true"
 FACEINDEX_IMPORT_S3_REGION = setting("FACEINDEX_IMPORT_S3_REGION", S3_REGION)
 FACEINDEX_IMPORT_MAX_FILES = int(setting("FACEINDEX_IMPORT_MAX_FILES", "2000000"))
+# Files an import lists per chunk: the request lists the first chunk, workers the rest.
+FACEINDEX_IMPORT_LIST_CHUNK = int(setting("FACEINDEX_IMPORT_LIST_CHUNK", "1000"))
 # Images per worker task: detection runs per image, embedding of all their
 # faces in one batch. 8 suits a CPU worker; raise it (32-64) on a GPU.
 FACEINDEX_BATCH_SIZE = int(setting("FACEINDEX_BATCH_SIZE", "8"))

@@ -28,7 +28,7 @@ class FailedImageInline(ReadOnlyInline):
 
 @admin.register(Job)
 class JobAdmin(ReadOnlyAdmin):
-    list_display = ["id", "status", "total_images", "processed_images", "failed_images", "faces_found", "owner",
+    list_display = ["id", "status", "total_images", "processed_images", "failed_images", "faces_found", "listing", "owner",
                     "created_at", "finished_at"]
     list_filter = ["status"]
     inlines = [FailedImageInline]

@@ -1,4 +1,4 @@
-"""What the broker still holds: image ids named by queued or unacked messages.
+"""What the broker still holds: image ids (and listing jobs) named by queued or unacked messages.
 
 Used by the lost-message sweep so that a long backlog is not re-sent just
 because it is old. Reads Celery's Redis transport layout (kombu): the queue
@@ -9,40 +9,54 @@ from __future__ import annotations
 
 import base64
 import json
+from contextlib import contextmanager
 
 PROCESS_TASKS = {"faceindex.process_batch", "faceindex.process_image"}
 SCAN_CHUNK = 1000
 
 
-def _image_ids(raw: bytes | str) -> list[int]:
+def _task_args(raw: bytes | str, tasks: set[str]) -> list | None:
+    """The positional arguments of a message for one of ``tasks``, else None."""
     message = json.loads(raw)
     if isinstance(message, list):  # unacked entry: [message, exchange, routing_key]
         message = message[0]
-    if message.get("headers", {}).get("task") not in PROCESS_TASKS:
-        return []
+    if message.get("headers", {}).get("task") not in tasks:
+        return None
     body = message["body"]
     if message.get("properties", {}).get("body_encoding") == "base64":
         body = base64.b64decode(body)
-    args = json.loads(body)[0]
+    return json.loads(body)[0]
+
+
+def _image_ids(raw: bytes | str) -> list[int]:
+    args = _task_args(raw, PROCESS_TASKS)
+    if args is None:
+        return []
     first = args[0] if args else []
     return list(first) if isinstance(first, list) else [first]
 
 
-def broker_image_ids() -> tuple[set[int], set[int]]:
-    """(ids named by messages waiting in the queue, ids named by unacked deliveries)."""
+@contextmanager
+def _broker():
+    """(Redis client, default queue name) on a pooled connection."""
     from workers.celery_app import app
 
-    waiting: set[int] = set()
-    unacked: set[int] = set()
-    queue = app.conf.task_default_queue or "celery"
     with app.connection_for_read() as connection:
-        client = connection.default_channel.client
-        length = client.llen(queue)
-        for start in range(0, length, SCAN_CHUNK):
-            for raw in client.lrange(queue, start, start + SCAN_CHUNK - 1):
-                waiting.update(_image_ids(raw))
-        for raw in client.hvals("unacked"):
-            unacked.update(_image_ids(raw))
+        yield connection.default_channel.client, app.conf.task_default_queue or "celery"
+
+
+def _waiting_messages(client, queue: str):
+    """Raw messages waiting in ``queue``, read a page at a time (the backlog may be long)."""
+    length = client.llen(queue)
+    for start in range(0, length, SCAN_CHUNK):
+        yield from client.lrange(queue, start, start + SCAN_CHUNK - 1)
+
+
+def broker_image_ids() -> tuple[set[int], set[int]]:
+    """(ids named by messages waiting in the queue, ids named by unacked deliveries)."""
+    with _broker() as (client, queue):
+        waiting = {i for raw in _waiting_messages(client, queue) for i in _image_ids(raw)}
+        unacked = {i for raw in client.hvals("unacked") for i in _image_ids(raw)}
     return waiting, unacked
 
 
@@ -50,3 +64,12 @@ def queued_image_ids() -> set[int]:
     """Every image id some message in the broker still names (queued or unacked)."""
     waiting, unacked = broker_image_ids()
     return waiting | unacked
+
+
+LIST_TASK = "faceindex.list_source"
+
+
+def waiting_listing_jobs() -> set[int]:
+    """Job ids named by listing tasks waiting in the queue (not yet taken by a worker)."""
+    with _broker() as (client, queue):
+        return {int(args[0]) for raw in _waiting_messages(client, queue) if (args := _task_args(raw, {LIST_TASK}))}

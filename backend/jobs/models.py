@@ -19,6 +19,22 @@ class Job(models.Model):
     # or "folder" (a server-side path under FACEINDEX_IMPORT_ROOTS).
     source = models.CharField(max_length=16, default="upload")
     source_uri = models.CharField(max_length=2048, blank=True)
+    # Folder imports: the allow-listed root the folder was checked against at
+    # submission; the background listing keeps every file inside it.
+    source_root = models.CharField(max_length=2048, blank=True)
+    # An import source too large to list inside the request is listed in the
+    # background (jobs/listing.py). ``listing`` stays True until the whole
+    # source has Image rows; the job cannot complete before. The cursor
+    # (files listed so far, the last S3 key) commits with each chunk's rows.
+    listing = models.BooleanField(default=False)
+    listed_files = models.PositiveIntegerField(default=0)
+    listing_after = models.CharField(max_length=2048, blank=True)
+    listed_at = models.DateTimeField(null=True, blank=True)
+    # The token of the one listing task meant to run: a task carrying another
+    # (superseded by a re-send after a crash) stops at once.
+    listing_task = models.CharField(max_length=32, blank=True)
+    # Why the listing stopped early (e.g. more files than FACEINDEX_IMPORT_MAX_FILES).
+    listing_error = models.CharField(max_length=512, blank=True)
     # Completion webhook for this job; empty falls back to the owner's WebhookEndpoint.
     webhook_url = models.URLField(max_length=2048, blank=True)
     total_images = models.PositiveIntegerField(default=0)

@@ -13,6 +13,8 @@ def job_rate(job: Job) -> tuple[float | None, float | None]:
         return None, None
     rate = job.done_images / elapsed
     left = max(job.total_images - job.done_images, 0)
+    if job.listing:  # the total is not known yet
+        return round(rate, 3), None
     eta = 0.0 if job.status != Job.Status.RUNNING else left / rate
     return round(rate, 3), round(eta, 1)
 
@@ -26,7 +28,8 @@ class JobSerializer(serializers.ModelSerializer):
         model = Job
         fields = [
             "id", "status", "source", "source_uri", "total_images", "processed_images", "failed_images",
-            "linked_images", "faces_found", "progress", "images_per_second", "eta_seconds", "options",
+            "linked_images", "faces_found", "progress", "images_per_second", "eta_seconds", "listing",
+            "listing_error", "options",
             "webhook_url", "idempotency_key", "created_at", "started_at", "finished_at",
         ]
 

@@ -149,10 +149,11 @@ def submit_import(*, owner, source: str, idempotency_key: str | None = None, opt
                   webhook_url: str = "") -> tuple[Job, bool]:
     """Create a job over an S3 prefix or an allow-listed server folder.
 
-    The source is listed lazily and written in chunks of Image rows that
-    point at the files; nothing is read until a worker processes an image.
+    The files become Image rows that point at them; nothing is read until a
+    worker processes an image. The first chunk is listed here, the rest in
+    the background (jobs/listing.py), so a huge source answers at once.
     """
-    from . import sources
+    from . import listing, sources
 
     options = dict(options or {})
     parsed = sources.parse_source(source)
@@ -161,22 +162,19 @@ def submit_import(*, owner, source: str, idempotency_key: str | None = None, opt
     def create() -> Job:
         job = Job.objects.create(owner=owner, idempotency_key=idempotency_key or None,
                                  request_fingerprint=request_fingerprint, options=options, source=parsed.kind,
-                                 source_uri=parsed.uri, webhook_url=webhook_url or "")
-        total, chunk = 0, []
-        for found in sources.iter_source(parsed):
-            chunk.append(Image(owner=owner, job=job, object_key=found.key, source_bucket=found.bucket,
-                               source_path=found.path, size_bytes=found.size, original_name=found.name))
-            if len(chunk) >= IMPORT_CHUNK:
-                Image.objects.bulk_create(chunk)
-                total, chunk = total + len(chunk), []
-        Image.objects.bulk_create(chunk)
-        total += len(chunk)
-        if not total:
+                                 source_uri=parsed.uri, source_root=str(parsed.root or ""),
+                                 webhook_url=webhook_url or "", listing=True)
+        lister = listing.Lister(parsed, job)
+        chunk, more = lister.take()
+        if not chunk:
             raise ServiceError("no_files", f"no image files under {parsed.uri}", field="source")
-        job.total_images = total
-        job.save(update_fields=["total_images"])
+        ids = lister.write(job, chunk, more)
         job_id = job.pk
-        transaction.on_commit(lambda: enqueue_job(job_id))
+        transaction.on_commit(lambda: enqueue_images(ids))
+        if job.listing:
+            transaction.on_commit(lambda: listing.send_listing_task(job_id))
+        else:
+            complete_if_done(job)  # every listed file was refused
         return job
 
     return _create_job_once(owner, idempotency_key, request_fingerprint, create)
@@ -188,7 +186,7 @@ def record_linked(job: Job, images: list[Image], new_faces: int) -> None:
     job.linked_images += len(images)
     job.faces_found += new_faces
     job.save(update_fields=["processed_images", "linked_images", "faces_found"])
-    _complete_if_done(job)
+    complete_if_done(job)
 
 
 def batches(ids: list[int], size: int | None = None) -> Iterator[list[int]]:
@@ -248,7 +246,25 @@ def requeue_orphans(*, worker_name: str) -> int:
         log.warning("re-queueing %d images abandoned by %s (%d claimed, %d unclaimed in unacked messages)",
                     len(ids), worker_name, len(held), len(stranded))
         enqueue_images(ids)
+    resume_stalled_listings(min_age_s=LISTING_QUIET_AT_RESTART_S)
     return len(ids)
+
+
+# A live lister writes a chunk every second or so: quiet this long at a worker's
+# restart, its lister most likely died with the predecessor. A wrong guess
+# costs a second lister, which yields to the first at its next chunk.
+LISTING_QUIET_AT_RESTART_S = 30
+
+
+def resume_stalled_listings(*, min_age_s: float) -> int:
+    """Send the listing task again for jobs whose background listing stopped moving."""
+    from . import listing
+
+    stalled = listing.stalled_listings(min_age_s)
+    for job_id in stalled:
+        log.warning("job %s: listing quiet for %.0f s, sending its task again", job_id, min_age_s)
+        listing.send_listing_task(job_id)
+    return len(stalled)
 
 
 def claim_images(image_ids: list[int], *, worker_name: str) -> list[Image]:
@@ -292,10 +308,13 @@ def finish_image(image: Image, *, failed: bool, faces_found: int = 0, linked: bo
         job.faces_found += faces_found
         job.linked_images += int(linked)
     job.save(update_fields=["failed_images", "processed_images", "faces_found", "linked_images"])
-    _complete_if_done(job)
+    complete_if_done(job)
 
 
-def _complete_if_done(job: Job) -> None:
+def complete_if_done(job: Job) -> None:
+    """With the job row locked: complete it once every image is done and its source fully listed."""
+    if job.listing:
+        return
     if job.done_images >= job.total_images and job.status in (Job.Status.PENDING, Job.Status.RUNNING):
         job.status = Job.Status.COMPLETED
         job.finished_at = timezone.now()
@@ -317,7 +336,8 @@ def cancel_job(job: Job) -> Job:
         if job.status in (Job.Status.PENDING, Job.Status.RUNNING):
             job.status = Job.Status.CANCELLED
             job.finished_at = timezone.now()
-            job.save(update_fields=["status", "finished_at"])
+            job.listing = False  # a background listing stops at its next chunk
+            job.save(update_fields=["status", "finished_at", "listing"])
             _notify(job)
     return job
 

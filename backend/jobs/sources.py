@@ -32,6 +32,7 @@ class SourceFile:
     bucket: str = ""  # S3 sources
     key: str = ""
     path: str = ""  # folder sources: absolute, resolved path
+    refused: str = ""  # "code: reason" for a listed file that must not be read (becomes a failed image)
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,11 @@ def _s3_source(uri: str) -> Source:
     return Source("s3", f"s3://{bucket}/{prefix}", bucket=bucket, prefix=prefix)
 
 
-def _iter_s3(source: Source) -> Iterator[SourceFile]:
-    # list_objects pages through the listing (1,000 keys per request).
-    for obj in import_client().list_objects(source.bucket, prefix=source.prefix, recursive=True):
+def _iter_s3(source: Source, after: str = "") -> Iterator[SourceFile]:
+    # list_objects pages through the listing (1,000 keys per request), in key
+    # order, so a listing resumes after the last key it wrote.
+    for obj in import_client().list_objects(source.bucket, prefix=source.prefix, recursive=True,
+                                            start_after=after or None):
         if obj.is_dir or not _wanted(obj.object_name):
             continue
         yield SourceFile(obj.object_name[len(source.prefix):], obj.size or 0, bucket=source.bucket, key=obj.object_name)
@@ -126,6 +129,8 @@ def _folder_source(uri: str) -> Source:
 
 
 def _iter_folder(source: Source) -> Iterator[SourceFile]:
+    # Sorted at every level: the same tree lists in the same order, so a
+    # listing resumes by skipping the files it already wrote.
     for dirpath, dirnames, filenames in os.walk(source.folder, followlinks=False):
         dirnames.sort()
         for filename in sorted(filenames):
@@ -135,8 +140,9 @@ def _iter_folder(source: Source) -> Iterator[SourceFile]:
                 continue
             resolved = Path(os.path.realpath(path))
             if not (source.root in resolved.parents):
-                raise ServiceError("source_path_escapes", f"{relative} links outside the allowed import root",
-                                   field="source", status_code=403)
+                # Listed (so the job reports it) but never read.
+                yield SourceFile(relative, 0, refused="source_path_escapes: links outside the allowed import root")
+                continue
             if not resolved.is_file():
                 continue
             yield SourceFile(relative, resolved.stat().st_size, path=str(resolved))
@@ -165,10 +171,19 @@ def parse_source(uri: str) -> Source:
     raise ServiceError("invalid_source", "source must be s3://bucket/prefix or an absolute server path", field="source")
 
 
-def iter_source(source: Source) -> Iterator[SourceFile]:
-    count = 0
-    for found in (_iter_s3(source) if source.kind == "s3" else _iter_folder(source)):
-        count += 1
-        if count > settings.FACEINDEX_IMPORT_MAX_FILES:
-            raise ServiceError("source_too_large", f"more than {settings.FACEINDEX_IMPORT_MAX_FILES} files", field="source")
-        yield found
+def source_for_job(job) -> Source:
+    """The source a job was submitted with, as checked then (the background listing's view)."""
+    if job.source == "s3":
+        bucket, _, prefix = job.source_uri[len("s3://"):].partition("/")
+        return Source("s3", job.source_uri, bucket=bucket, prefix=prefix)
+    return Source("folder", job.source_uri, folder=Path(job.source_uri), root=Path(job.source_root))
+
+
+def iter_source(source: Source, *, after: str = "", skip: int = 0) -> Iterator[SourceFile]:
+    """Files of the source in a stable order: S3 keys after ``after``; folders less the first ``skip`` files."""
+    if source.kind == "s3":
+        yield from _iter_s3(source, after)
+        return
+    for index, found in enumerate(_iter_folder(source)):
+        if index >= skip:
+            yield found

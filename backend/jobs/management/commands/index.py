@@ -49,7 +49,8 @@ class Command(BaseCommand):
             job, _ = services.submit_import(owner=user, source=source, webhook_url=webhook_url)
         else:
             job = self._upload(user, Path(path), webhook_url)
-        print(f"job {job.pk}: {job.total_images} images queued", file=log)
+        more = " so far (the rest of the source is listed in the background)" if job.listing else ""
+        print(f"job {job.pk}: {job.total_images} images queued{more}", file=log)
         if not wait:
             return
         job = self._wait(job, timeout, log)
@@ -93,9 +94,11 @@ class Command(BaseCommand):
         with tqdm(total=job.total_images, unit="img", file=log, desc=f"job {job.pk}") as bar:
             while True:
                 job.refresh_from_db()
+                bar.total = job.total_images  # grows while a large import source is still being listed
                 bar.n = job.done_images
                 # tqdm's own rate and ETA count from the bar's start; linked (deduplicated) images count as done.
-                bar.set_postfix(failed=job.failed_images, faces=job.faces_found, linked=job.linked_images)
+                bar.set_postfix(failed=job.failed_images, faces=job.faces_found, linked=job.linked_images,
+                                **({"listing": "on"} if job.listing else {}))
                 bar.refresh()
                 if job.status in (Job.Status.COMPLETED, Job.Status.CANCELLED):
                     break
