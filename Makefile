@@ -58,3 +58,4 @@ bench: bench-deps
 	$(PY) -m deploy.stack start
 	$(PY) -m benchmarks.bench_search
 	$(PY) benchmarks/bench_archive.py
+	$(PY) -m benchmarks.bench_listing

@@ -200,8 +200,10 @@ def enqueue_images(image_ids: Iterable[int]) -> None:
     from workers.celery_app import app
 
     ids = list(image_ids)
+    if not ids:
+        return
+    Image.objects.filter(id__in=ids).update(queued_at=timezone.now())  # before the sends: the sweep reads it
     for batch in batches(ids):
-        Image.objects.filter(id__in=batch).update(queued_at=timezone.now())
         app.send_task("faceindex.process_batch", args=[batch])
 
 
