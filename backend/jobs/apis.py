@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backend.core.errors import ServiceError
+from backend.core.params import body_object, id_param
 from backend.core.uploads import uploads_from_request
 from backend.gallery.models import Face, MaskState
 from backend.gallery.serializers import FaceSerializer
@@ -75,6 +76,7 @@ class JobListApi(APIView):
         }, "required": ["source"]},
     }, responses={202: JobSerializer})
     def post(self, request):
+        body_object(request)
         options = _options(request.data.get("options"))
         webhook_url = _webhook_url(request.data.get("webhook_url"))
         idempotency_key = request.headers.get("Idempotency-Key")
@@ -123,8 +125,8 @@ class WebhookDeliveryListApi(APIView):
     @extend_schema(responses=WebhookDeliverySerializer(many=True))
     def get(self, request):
         deliveries = WebhookDelivery.objects.filter(owner=request.user)
-        if request.query_params.get("job"):
-            deliveries = deliveries.filter(job_id=request.query_params["job"])
+        if (job_id := id_param(request, "job")) is not None:
+            deliveries = deliveries.filter(job_id=job_id)
         return _paginate(self, request, deliveries.order_by("-id"), WebhookDeliverySerializer)
 
 
@@ -168,13 +170,13 @@ class FaceListApi(APIView):
     def get(self, request):
         faces = Face.objects.filter(owner=request.user).select_related("identity", "image")
         params = request.query_params
-        if params.get("job"):
-            job = get_object_or_404(Job, owner=request.user, pk=params["job"])
+        if (job_id := id_param(request, "job")) is not None:
+            job = get_object_or_404(Job, owner=request.user, pk=job_id)
             faces = faces.filter(pk__in=report_selectors.job_faces(job).values("pk"))  # dedup links included
-        if params.get("image"):
-            faces = faces.filter(image_id=params["image"])
-        if params.get("identity"):
-            faces = faces.filter(identity_id=params["identity"])
+        if (image_id := id_param(request, "image")) is not None:
+            faces = faces.filter(image_id=image_id)
+        if (identity_id := id_param(request, "identity")) is not None:
+            faces = faces.filter(identity_id=identity_id)
         if params.get("unknown", "").lower() == "true":
             faces = faces.filter(identity__isnull=True)
         if params.get("mask"):

@@ -163,7 +163,10 @@ def read_folder_file(path: str, limit: int) -> bytes:
 # -- entry points ----------------------------------------------------------------
 
 def parse_source(uri: str) -> Source:
-    uri = (uri or "").strip()
+    if not isinstance(uri, str):
+        raise ServiceError("invalid_source", "source must be a string: s3://bucket/prefix or an absolute server path",
+                           field="source")
+    uri = uri.strip()
     if uri.startswith("s3://"):
         return _s3_source(uri)
     if uri.startswith("file://") or uri.startswith("/"):

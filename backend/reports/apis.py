@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backend.core.pagination import Pagination
+from backend.core.params import id_param
 from backend.gallery.models import Identity
 from backend.jobs.models import Job
 
@@ -15,9 +16,8 @@ from .charts import appearances_per_month_png
 
 class IdentityReportListApi(APIView):
     def get(self, request):
-        job = None
-        if request.query_params.get("job"):
-            job = get_object_or_404(Job, owner=request.user, pk=request.query_params["job"])
+        job_id = id_param(request, "job")
+        job = get_object_or_404(Job, owner=request.user, pk=job_id) if job_id is not None else None
         with_urls = request.query_params.get("urls", "false").lower() == "true"
         return Response(selectors.identity_report(owner=request.user, job=job, with_urls=with_urls))
 
@@ -54,8 +54,9 @@ class JobReportSummaryApi(APIView):
 
 def _appearance_queryset(request):
     params = request.query_params
-    identity = _identity(request, params["identity"]) if params.get("identity") else None
-    job = get_object_or_404(Job, owner=request.user, pk=params["job"]) if params.get("job") else None
+    identity_id, job_id = id_param(request, "identity"), id_param(request, "job")
+    identity = _identity(request, identity_id) if identity_id is not None else None
+    job = get_object_or_404(Job, owner=request.user, pk=job_id) if job_id is not None else None
     return selectors.appearances(owner=request.user, identity=identity, job=job,
                                  known_only=params.get("known", "").lower() == "true")
 
