@@ -220,14 +220,16 @@ def requeue_orphans(*, worker_name: str) -> int:
 
     Called when a worker starts: a node name runs once at a time, so anything
     still PROCESSING under this name was abandoned by a killed predecessor.
-    A predecessor killed after taking a message but before claiming its
-    images (or while holding a prefetched one) leaves PENDING images whose
-    only message sits unacked; Redis would hand it out again only after the
-    visibility timeout (minutes), so those are re-sent now too. An image a
-    live worker is about to claim may be sent twice that way: claiming skips
-    finished images and writing checks the claim, so the copy costs a skip.
-    The broker's own redelivery is the backstop for workers that never come
-    back under the same name.
+    A predecessor killed just after taking a message but before claiming its
+    images leaves PENDING images whose message is either unacked (Redis would
+    hand it out again only after the visibility timeout, minutes) or gone
+    altogether (BRPOP had popped it into the dead worker's socket before
+    kombu recorded it as unacked). So every PENDING image of a live job that
+    no waiting message names is re-sent now too. An image a live worker is
+    about to claim may be sent twice that way: claiming skips finished images
+    and writing checks the claim, so the copy costs a skip. The broker's own
+    redelivery and the periodic sweep are the backstop for workers that never
+    come back under the same name.
     """
     from .broker import broker_image_ids
 
@@ -235,17 +237,13 @@ def requeue_orphans(*, worker_name: str) -> int:
         Image.objects.filter(status=Image.Status.PROCESSING, worker=worker_name).values_list("id", flat=True)
     )
     Image.objects.filter(id__in=held, status=Image.Status.PROCESSING).update(status=Image.Status.PENDING, worker="")
-    waiting, unacked = broker_image_ids()
-    stranded = unacked - waiting - set(held)
-    if stranded:
-        stranded = set(
-            Image.objects.filter(id__in=stranded, status=Image.Status.PENDING,
-                                 job__status__in=(Job.Status.PENDING, Job.Status.RUNNING))
-            .values_list("id", flat=True)
-        )
+    pending = set(Image.objects.filter(status=Image.Status.PENDING, job__status__in=(Job.Status.PENDING, Job.Status.RUNNING))
+                  .values_list("id", flat=True))
+    waiting, _unacked = broker_image_ids()
+    stranded = pending - waiting - set(held)
     ids = sorted(set(held) | stranded)
     if ids:
-        log.warning("re-queueing %d images abandoned by %s (%d claimed, %d unclaimed in unacked messages)",
+        log.warning("re-queueing %d images abandoned by %s (%d claimed, %d unclaimed with no waiting message)",
                     len(ids), worker_name, len(held), len(stranded))
         enqueue_images(ids)
     resume_stalled_listings(min_age_s=LISTING_QUIET_AT_RESTART_S)

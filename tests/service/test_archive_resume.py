@@ -48,24 +48,35 @@ def test_redis_restart_mid_job_loses_and_repeats_nothing(api, sample_archive, ce
     celery_worker_process.wait_idle()
 
 
-def test_lost_messages_are_swept_back_after_a_worker_kill(api, sample_archive, celery_worker_process):
+def _kill_mid_job_and_lose_the_broker(api, sample_archive, worker) -> tuple[int, int]:
+    """A job interrupted by a worker kill, then the broker's messages lost too
+    (e.g. Redis run without persistence). Returns (job id, unfinished images)."""
     job_id = _submit_copies(api, sample_archive, 24)
     wait_for_job(api, job_id, until=lambda j: j["processed_images"] >= 1)
-    celery_worker_process.kill()
-    interrupted = Job.objects.get(pk=job_id)
-    assert interrupted.done_images < interrupted.total_images
-
+    worker.kill()
     # Every unfinished image is still named by a message: nothing to sweep.
     assert services.sweep_lost_images(min_age_s=0) == 0
-    # The broker loses its messages (e.g. Redis run without persistence).
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     broker.delete("celery", "unacked", "unacked_index")
-    pending = Image.objects.filter(job_id=job_id, status=Image.Status.PENDING).count()
-    assert pending > 0
+    unfinished = Image.objects.filter(job_id=job_id).exclude(status__in=(Image.Status.DONE, Image.Status.FAILED))
+    assert unfinished.filter(status=Image.Status.PENDING).exists()
+    return job_id, unfinished.count()
 
-    celery_worker_process.start()  # re-queues only what this node held (PROCESSING)
-    swept = services.sweep_lost_images(min_age_s=0)
-    assert swept == pending  # the PROCESSING batch went back with the restart
+
+def test_a_restarted_worker_resends_what_the_broker_lost(api, sample_archive, celery_worker_process):
+    job_id, _ = _kill_mid_job_and_lose_the_broker(api, sample_archive, celery_worker_process)
+    celery_worker_process.start()  # re-queues its claimed batch and every image no message names
+    wait_for_job(api, job_id, timeout=180)
+    _assert_each_image_indexed_exactly_once(job_id, 24)
+    celery_worker_process.wait_idle()
+
+
+def test_the_sweep_resends_lost_messages_when_the_worker_never_returns(api, sample_archive, celery_worker_process):
+    job_id, unfinished = _kill_mid_job_and_lose_the_broker(api, sample_archive, celery_worker_process)
+    # Another worker's sweeper: the dead worker's claimed batch is stale at once
+    # here (stale_processing_s=0), and no message names any unfinished image.
+    assert services.sweep_lost_images(min_age_s=0, stale_processing_s=0) == unfinished
+    celery_worker_process.start()
     wait_for_job(api, job_id, timeout=180)
     _assert_each_image_indexed_exactly_once(job_id, 24)
     celery_worker_process.wait_idle()

@@ -54,36 +54,48 @@ def test_sigkill_mid_job_then_restart_completes_every_image_exactly_once(api, sa
     assert job["faces_found"] == Face.objects.filter(image__job_id=job_id).count() == 6 * len(files)
 
 
-# Takes the first queued message the way a worker does (kombu keeps it in the
-# "unacked" hash until it is acked), prints its task name, then dies by SIGKILL.
+# Takes the first queued message and dies by SIGKILL before claiming its
+# images, printing the message's task name first. "unacked": the way kombu
+# takes it (kept in the "unacked" hash until acked; Redis would hand it out
+# again only after the visibility timeout). "popped": BRPOP has moved it into
+# the worker's socket but kombu has not yet recorded it as unacked, so the
+# dead worker takes the message with it.
 TAKE_MESSAGE_AND_DIE = """
-import os, signal
+import json, os, signal, sys
 import django
 django.setup()
 from workers.celery_app import app
 with app.connection_for_write() as connection:
-    message = connection.default_channel.basic_get("celery", no_ack=False)
-    print(message.headers["task"] if message else "none", flush=True)
+    channel = connection.default_channel
+    if sys.argv[1] == "unacked":
+        message = channel.basic_get("celery", no_ack=False)
+        task = message.headers["task"] if message else "none"
+    else:
+        popped = channel.client.brpop(["celery"], timeout=5)
+        task = json.loads(popped[1])["headers"]["task"] if popped else "none"
+    print(task, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
+@pytest.mark.parametrize("taken", ["unacked", "popped"])
 def test_a_batch_taken_by_a_worker_killed_before_claiming_it_is_resent_at_restart(
-        api, sample_archive, celery_worker_process):
+        api, sample_archive, celery_worker_process, taken):
     """The gap between taking a message and claiming its images: without a
-    re-send the batch would wait out the broker's visibility timeout (minutes)."""
+    re-send the batch would wait out the visibility timeout, or be lost."""
     celery_worker_process.wait_idle()
     celery_worker_process.stop()
     files = varied_copies(sample_archive.archive_dir / "2019/group.jpg", 8)  # one batch
     job_id = api.post("/api/v1/jobs", files_payload(files), format="multipart").json()["id"]
 
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="backend.config.settings_test")
-    taker = subprocess.run([sys.executable, "-c", TAKE_MESSAGE_AND_DIE], cwd=REPO_ROOT, env=env,
+    taker = subprocess.run([sys.executable, "-c", TAKE_MESSAGE_AND_DIE, taken], cwd=REPO_ROOT, env=env,
                            capture_output=True, text=True, timeout=60)
     assert taker.returncode == -9 and taker.stdout.strip() == "faceindex.process_batch", taker.stderr
     image_ids = set(Image.objects.filter(job_id=job_id).values_list("id", flat=True))
     waiting, unacked = broker_image_ids()
-    assert image_ids <= unacked and not image_ids & waiting
+    assert not image_ids & waiting
+    assert (image_ids <= unacked) if taken == "unacked" else not image_ids & unacked
     assert set(Image.objects.filter(job_id=job_id).values_list("status", flat=True)) == {Image.Status.PENDING}
 
     celery_worker_process.start()
