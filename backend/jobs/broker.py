@@ -69,7 +69,9 @@ def queued_image_ids() -> set[int]:
 LIST_TASK = "faceindex.list_source"
 
 
-def waiting_listing_jobs() -> set[int]:
-    """Job ids named by listing tasks waiting in the queue (not yet taken by a worker)."""
+def broker_listing_jobs() -> tuple[set[int], set[int]]:
+    """(job ids named by listing tasks waiting in the queue, job ids named by unacked ones)."""
     with _broker() as (client, queue):
-        return {int(args[0]) for raw in _waiting_messages(client, queue) if (args := _task_args(raw, {LIST_TASK}))}
+        waiting = {int(args[0]) for raw in _waiting_messages(client, queue) if (args := _task_args(raw, {LIST_TASK}))}
+        unacked = {int(args[0]) for raw in client.hvals("unacked") if (args := _task_args(raw, {LIST_TASK}))}
+    return waiting, unacked

@@ -13,8 +13,9 @@ behind and starts again from the cursor: no file is listed twice.
 A listing task gives up its slot after ``LIST_TASK_SECONDS`` and sends itself
 again, so no task comes near the time limit however big the source. A lister
 that died is re-sent (with a new token, so a late redelivery of the old
-message stops at once) by a restarting worker or the sweep once its job's
-``listed_at`` is old and no listing message waits in the queue.
+message stops at once) by a restarting worker or the sweep: at once when no
+message names the job, after ``listed_at`` grew old when only an unacked one
+does (see ``stalled_listings``).
 """
 from __future__ import annotations
 
@@ -122,17 +123,23 @@ def continue_listing(job_id: int, token: str, *, seconds: float = LIST_TASK_SECO
 
 
 def stalled_listings(min_age_s: float) -> list[int]:
-    """Jobs whose listing has not moved for ``min_age_s`` and whose task waits nowhere in the queue.
+    """Listing jobs whose task is lost, or taken by a worker but quiet for ``min_age_s``.
 
-    A waiting task may sit behind many batches: that is not a stall. A task
-    taken by a worker writes a chunk every second or so, so a quiet one that
-    is only unacked died with its worker.
+    A task waiting in the queue may sit behind many batches: that is not a
+    stall. A task a worker took writes a chunk every second or so, so one
+    that is unacked but quiet died with its worker; one named by no message
+    at all was lost (popped into a dying worker's socket, or never sent
+    because the sender crashed).
     """
-    from .broker import waiting_listing_jobs
+    from .broker import broker_listing_jobs
 
+    listing = dict(Job.objects.filter(listing=True, status__in=LIVE).values_list("id", "listed_at"))
+    if not listing:
+        return []
+    waiting, unacked = broker_listing_jobs()
     cutoff = timezone.now() - timedelta(seconds=min_age_s)
-    quiet = set(Job.objects.filter(listing=True, status__in=LIVE, listed_at__lt=cutoff).values_list("id", flat=True))
-    return sorted(quiet - waiting_listing_jobs()) if quiet else []
+    return sorted(job_id for job_id, listed_at in listing.items() if job_id not in waiting and (
+        job_id not in unacked or listed_at is None or listed_at < cutoff))
 
 
 def send_listing_task(job_id: int) -> None:
