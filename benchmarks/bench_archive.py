@@ -168,6 +168,7 @@ def _worker_tree_rss(process: subprocess.Popen, peaks: dict[int, int]) -> None:
 
 
 def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_dir: Path) -> dict:
+    from django.conf import settings
     from django.contrib.auth import get_user_model
 
     from backend.gallery import services as gallery_services
@@ -215,7 +216,9 @@ def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_
         # Follow-up work the indexing queued (unknown-face clustering) runs on
         # the same workers: wait for it so the next run starts on an idle stack.
         broker = app.connection_for_write().default_channel.client
-        while broker.llen("celery") or any((app.control.inspect(destination=nodes, timeout=1.0).active() or {}).values()):
+        queues = ("celery", settings.FACEINDEX_LISTING_QUEUE)
+        while any(broker.llen(q) for q in queues) or any(
+                (app.control.inspect(destination=nodes, timeout=1.0).active() or {}).values()):
             for worker in procs:
                 _worker_tree_rss(worker, peaks)
             time.sleep(0.5)
@@ -392,6 +395,11 @@ def main() -> int:
     import redis
     call_command("migrate", verbosity=0)
     redis.Redis.from_url(stack.redis.url()).flushdb()
+    # An earlier run stopped half-way leaves live jobs behind; a starting
+    # worker would resume them (jobs.services.requeue_orphans) before ours.
+    from backend.jobs.models import Job
+
+    Job.objects.filter(status__in=(Job.Status.PENDING, Job.Status.RUNNING)).update(status=Job.Status.CANCELLED)
     log_dir = args.var_dir / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
     try:

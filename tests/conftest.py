@@ -107,7 +107,8 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             try:
                 inspector = app.control.inspect(destination=[self.NODE_NAME], timeout=1.0)
-                busy = broker.llen("celery") or any((inspector.active() or {}).values()) \
+                busy = broker.llen("celery") or broker.llen(settings.FACEINDEX_LISTING_QUEUE) \
+                    or any((inspector.active() or {}).values()) \
                     or any((inspector.reserved() or {}).values())
             except redis.ConnectionError:  # a pooled connection that predates a Redis restart
                 busy = True

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from kombu import Exchange, Queue
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 
@@ -165,6 +167,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": 1,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Every worker consumes both queues (no -Q needed). Listing tasks have their own
+# so that listing a large import source runs ahead of the batches it queues
+# instead of waiting behind them: kombu's Redis transport takes from the two
+# queues in turn.
+FACEINDEX_LISTING_QUEUE = "faceindex.listing"
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+# Each queue on its own exchange and key: two queues bound to one key would each get every message.
+CELERY_TASK_QUEUES = [Queue(name, Exchange(name), routing_key=name)
+                      for name in (CELERY_TASK_DEFAULT_QUEUE, FACEINDEX_LISTING_QUEUE)]
+CELERY_TASK_ROUTES = {"faceindex.list_source": {"queue": FACEINDEX_LISTING_QUEUE}}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
 # Ingest limits.

@@ -70,8 +70,11 @@ LIST_TASK = "faceindex.list_source"
 
 
 def broker_listing_jobs() -> tuple[set[int], set[int]]:
-    """(job ids named by listing tasks waiting in the queue, job ids named by unacked ones)."""
-    with _broker() as (client, queue):
-        waiting = {int(args[0]) for raw in _waiting_messages(client, queue) if (args := _task_args(raw, {LIST_TASK}))}
+    """(job ids named by listing tasks waiting in their queue, job ids named by unacked ones)."""
+    from django.conf import settings
+
+    with _broker() as (client, _default_queue):
+        waiting = {int(args[0]) for raw in _waiting_messages(client, settings.FACEINDEX_LISTING_QUEUE)
+                   if (args := _task_args(raw, {LIST_TASK}))}
         unacked = {int(args[0]) for raw in client.hvals("unacked") if (args := _task_args(raw, {LIST_TASK}))}
     return waiting, unacked

@@ -37,6 +37,13 @@ def indexed_images(owner_id: int, sha256s: set[str], *, exclude_id: int | None =
     return found
 
 
+def indexed_image(owner_id: int, sha256: str, *, exclude_id: int) -> Indexed | None:
+    """The canonical indexed image of this content, if any (one cheap query when there is none)."""
+    exists = (Image.objects.filter(owner_id=owner_id, sha256=sha256, status=Image.Status.DONE, linked_from__isnull=True)
+              .exclude(pk=exclude_id).exists())
+    return indexed_images(owner_id, {sha256}, exclude_id=exclude_id).get(sha256) if exists else None
+
+
 def lock_content(owner_id: int, sha256: str) -> None:
     """Serialise, until the current transaction ends, indexing of one owner's content."""
     with connection.cursor() as cursor:

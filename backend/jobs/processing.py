@@ -198,7 +198,7 @@ def _link_if_indexed(work: Work, worker_name: str, data: bytes | None = None) ->
     from ml.decode import decode_image
 
     image = work.image
-    canonical = dedup.indexed_images(image.owner_id, {image.sha256}, exclude_id=image.pk).get(image.sha256)
+    canonical = dedup.indexed_image(image.owner_id, image.sha256, exclude_id=image.pk)
     if canonical is None:
         return False
     with transaction.atomic():
@@ -239,7 +239,7 @@ def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
         # different batches): the content lock makes the second wait for the
         # first's commit and then link to it instead of writing the faces twice.
         dedup.lock_content(image.owner_id, image.sha256)
-        canonical = dedup.indexed_images(image.owner_id, {image.sha256}, exclude_id=image.pk).get(image.sha256)
+        canonical = dedup.indexed_image(image.owner_id, image.sha256, exclude_id=image.pk)
         if canonical is not None:
             _finish_as_link(work, locked, canonical, load_pixels=lambda: decoded.pixels)
             keys = [crop_key(image, ordinal) for ordinal in range(len(faces))]

@@ -65,9 +65,17 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def _conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Same-padded 3x3 convolution as one matrix product over 3x3 patches."""
+    """Same-padded 3x3 convolution as one BLAS matrix product over 3x3 patches.
+
+    The patches are copied into one contiguous (pixels, c*9) matrix first: an
+    einsum over a strided sliding-window view computes the same thing about
+    3x slower (measured: 3.1 vs 1.0 ms per face on 2 cores).
+    """
     n, c, h, width = x.shape
     padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    patches = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))  # n,c,h,w,3,3
-    out = np.einsum("nchwij,ocij->nohw", patches, w, optimize=True)
-    return out + b[None, :, None, None]
+    patches = np.empty((n, h, width, c, 3, 3), np.float32)
+    for i in range(3):
+        for j in range(3):
+            patches[..., i, j] = padded[:, :, i:i + h, j:j + width].transpose(0, 2, 3, 1)
+    out = patches.reshape(n * h * width, c * 9) @ w.reshape(len(w), c * 9).T
+    return out.reshape(n, h, width, len(w)).transpose(0, 3, 1, 2) + b[None, :, None, None]

@@ -57,7 +57,7 @@ def _kill_mid_job_and_lose_the_broker(api, sample_archive, worker) -> tuple[int,
     # Every unfinished image is still named by a message: nothing to sweep.
     assert services.sweep_lost_images(min_age_s=0) == 0
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete("celery", "unacked", "unacked_index")
+    broker.delete("celery", settings.FACEINDEX_LISTING_QUEUE, "unacked", "unacked_index")
     unfinished = Image.objects.filter(job_id=job_id).exclude(status__in=(Image.Status.DONE, Image.Status.FAILED))
     assert unfinished.filter(status=Image.Status.PENDING).exists()
     return job_id, unfinished.count()

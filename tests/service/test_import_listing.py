@@ -79,9 +79,12 @@ def test_a_folder_listing_resumes_after_a_lost_lister_without_listing_a_file_twi
         # ...and once its message is gone too (no message names the job), the
         # listing is stalled however recently it moved, and is re-sent.
         broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
-        for raw in broker.lrange("celery", 0, -1):
+        queue = django_settings.FACEINDEX_LISTING_QUEUE
+        # The listing task waits in its own queue; the two chunks' batches in the default one, none twice.
+        assert (broker.llen(queue), broker.llen("celery")) == (1, 2)
+        for raw in broker.lrange(queue, 0, -1):
             if json.loads(raw)["headers"]["task"] == "faceindex.list_source":
-                broker.lrem("celery", 1, raw)
+                broker.lrem(queue, 1, raw)
         assert listing.stalled_listings(3600) == [job_id]
         assert services.resume_stalled_listings(min_age_s=3600) == 1
         second_token = Job.objects.get(pk=job_id).listing_task
