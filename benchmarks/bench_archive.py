@@ -191,7 +191,8 @@ def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_
     procs = [subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool=solo", "-n", node,
          "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True) for node in nodes]
+        cwd=REPO_ROOT, env={"FACEINDEX_WORKER_THREADS": str(max(1, (os.cpu_count() or 1) // workers)), **env},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True) for node in nodes]
     peaks: dict[int, int] = {}
     try:
         deadline = time.monotonic() + 120

@@ -54,6 +54,8 @@ def main() -> int:
     print("starting the embedded stack (PostgreSQL+pgvector, Redis, S3)…", flush=True)
     stack.start()
     env = {**os.environ, **stack.env(), "DJANGO_SETTINGS_MODULE": "backend.config.settings"}
+    # One worker per core: each keeps its models to a fair share of the cores.
+    env.setdefault("FACEINDEX_WORKER_THREADS", str(max(1, (os.cpu_count() or 1) // WORKER_COUNT)))
     manage("migrate", "--noinput", "-v", "0", env=env)
     manage("shell", "-v", "0", "-c", (
         "from django.contrib.auth import get_user_model; U = get_user_model();\n"

@@ -16,9 +16,13 @@ app.autodiscover_tasks(["workers"], related_name="gallery_tasks")
 def load_models(**_):
     # Load the face models once per worker process, before the first task,
     # instead of paying for it inside a task's time limit.
+    from django.conf import settings
+
     from backend.core.pipeline import get_pipeline
+    from ml.threads import limit_threads
 
     get_pipeline()
+    limit_threads(settings.FACEINDEX_WORKER_THREADS)  # after loading: torch-backed models import torch
 
 
 @worker_ready.connect

@@ -222,6 +222,9 @@ FACEINDEX_BATCH_SIZE = int(setting("FACEINDEX_BATCH_SIZE", "8"))
 # Lost-message sweep (runs at worker start and every interval in one worker):
 # PENDING images of live jobs queued longer ago than MIN_AGE and absent from
 # the broker are re-sent; PROCESSING ones older than STALE are reset first.
+# Threads each worker process gives OpenCV, BLAS and torch (0: one per core, the
+# libraries' default). With several workers on one machine, cores / workers.
+FACEINDEX_WORKER_THREADS = int(setting("FACEINDEX_WORKER_THREADS", "0"))
 FACEINDEX_SWEEP_INTERVAL_S = int(setting("FACEINDEX_SWEEP_INTERVAL_S", "300"))
 FACEINDEX_SWEEP_MIN_AGE_S = int(setting("FACEINDEX_SWEEP_MIN_AGE_S", "600"))
 FACEINDEX_SWEEP_STALE_PROCESSING_S = int(setting("FACEINDEX_SWEEP_STALE_PROCESSING_S", str(CELERY_TASK_TIME_LIMIT * 2)))
