@@ -252,7 +252,8 @@ def requeue_orphans(*, worker_name: str) -> int:
 
 # A live lister writes a chunk every second or so: quiet this long at a worker's
 # restart, its lister most likely died with the predecessor. A wrong guess
-# costs a second lister, which yields to the first at its next chunk.
+# costs a restart of the listing: the re-sent task's new token makes the old
+# lister stop at its next chunk, and the new one goes on from the cursor.
 LISTING_QUIET_AT_RESTART_S = 30
 
 
