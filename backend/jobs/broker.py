@@ -52,6 +52,12 @@ def _waiting_messages(client, queue: str):
         yield from client.lrange(queue, start, start + SCAN_CHUNK - 1)
 
 
+def waiting_image_ids() -> set[int]:
+    """Image ids named by messages waiting in the queue (not yet taken by any worker)."""
+    with _broker() as (client, queue):
+        return {i for raw in _waiting_messages(client, queue) for i in _image_ids(raw)}
+
+
 def broker_image_ids() -> tuple[set[int], set[int]]:
     """(ids named by messages waiting in the queue, ids named by unacked deliveries)."""
     with _broker() as (client, queue):

@@ -231,7 +231,7 @@ def requeue_orphans(*, worker_name: str) -> int:
     redelivery and the periodic sweep are the backstop for workers that never
     come back under the same name.
     """
-    from .broker import broker_image_ids
+    from .broker import waiting_image_ids
 
     held = list(
         Image.objects.filter(status=Image.Status.PROCESSING, worker=worker_name).values_list("id", flat=True)
@@ -239,8 +239,7 @@ def requeue_orphans(*, worker_name: str) -> int:
     Image.objects.filter(id__in=held, status=Image.Status.PROCESSING).update(status=Image.Status.PENDING, worker="")
     pending = set(Image.objects.filter(status=Image.Status.PENDING, job__status__in=(Job.Status.PENDING, Job.Status.RUNNING))
                   .values_list("id", flat=True))
-    waiting, _unacked = broker_image_ids()
-    stranded = pending - waiting - set(held)
+    stranded = pending - waiting_image_ids() - set(held)
     ids = sorted(set(held) | stranded)
     if ids:
         log.warning("re-queueing %d images abandoned by %s (%d claimed, %d unclaimed with no waiting message)",
