@@ -1,7 +1,7 @@
 """`make demo`: the whole service on this machine, from nothing to a report.
 
-Starts the embedded stack, migrates, starts the API and a Celery worker in the
-background (deploy.processes, so `make stop` stops them), enrolls four known
+Starts the embedded stack, migrates, starts the API, Celery workers and celery
+beat in the background (deploy.processes, so `make stop` stops them), enrolls four known
 people, indexes a sample archive built from package-shipped images through the
 same services the REST API uses, prints the per-identity report, and leaves
 API, admin and worker running with their URLs printed.
@@ -53,7 +53,7 @@ def main() -> int:
     stack = Stack.from_env()
     print("starting the embedded stack (PostgreSQL+pgvector, Redis, S3)…", flush=True)
     stack.start()
-    env = {**os.environ, **stack.env(), "DJANGO_SETTINGS_MODULE": "backend.config.settings"}
+    env = {**os.environ, **stack.env(), "DJANGO_SETTINGS_MODULE": "backend.config.settings_dev"}
     # One worker per core: each keeps its models to a fair share of the cores.
     env.setdefault("FACEINDEX_WORKER_THREADS", str(max(1, (os.cpu_count() or 1) // WORKER_COUNT)))
     manage("migrate", "--noinput", "-v", "0", env=env)
@@ -69,10 +69,15 @@ def main() -> int:
     hostname = os.uname().nodename
     for index in range(WORKER_COUNT):
         # A fixed node name per slot: a restarted worker re-queues what its predecessor held.
-        processes.start_background(f"worker-{index}", [sys.executable, "-m", "celery", "-A", "workers.celery_app",
+        processes.start_background(f"worker-{index}", [sys.executable, "-m", "celery", "-A", "workers",
                                                        "worker", "--loglevel=INFO", "--pool=solo",
                                                        "-n", f"demo-worker-{index}@{hostname}"],
                                    env=env, var_dir=stack.var_dir)
+    # One beat per deployment: it sends the periodic sweeps (lost messages,
+    # stalled listings, missed webhooks) that any worker then runs.
+    processes.start_background("beat", [sys.executable, "-m", "celery", "-A", "backend.config.celery", "beat",
+                                        "--loglevel=INFO", "-s", str(stack.var_dir / "celerybeat-schedule")],
+                               env=env, var_dir=stack.var_dir)
     wait_http(f"http://{API_HOST}:{API_PORT}/api/v1/schema", "api", stack.var_dir)
 
     sample = build(stack.var_dir / "demo-sample")
@@ -89,6 +94,7 @@ faceindex is running (demo wall time {time.monotonic() - started:.0f}s, indexing
   API docs   {base}/api/v1/docs
   admin      {base}/admin/           user '{ADMIN_USER}', password '{ADMIN_PASSWORD}'
   workers    {WORKER_COUNT}, logs: {processes.log_file('worker-0', stack.var_dir)} …
+  beat       sweeps every {env.get('FACEINDEX_SWEEP_INTERVAL_S', '300')} s, log: {processes.log_file('beat', stack.var_dir)}
 Index your own photos:  .venv/bin/python manage.py index PATH --enroll PEOPLE_DIR --wait
 Stop everything:        make stop""")
     return 0

@@ -10,17 +10,28 @@ import sys
 import time
 from pathlib import Path
 
+import django
 import pytest
+from celery import current_app as app
+
+from deploy.stack import Stack
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+SETTINGS_MODULE = "backend.config.settings_test"
+
+
+# Settings read only the environment, so the test stack's connection variables
+# are exported here, before Django loads (this module is the first conftest
+# imported), as the dev stack exports its own to the processes it starts; the
+# worker subprocess inherits them. pytest.ini names no settings module:
+# pytest-django would load the settings before this ran.
+os.environ.update(Stack.for_tests().env())
+os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
+django.setup()
 
 
 @pytest.fixture(scope="session")
 def test_stack():
-    from deploy.stack import Stack
-
     stack = Stack.for_tests()
     # One test session at a time per test stack: a second concurrent run (two
     # developers in one checkout) would flush the first one's database.
@@ -67,19 +78,17 @@ class WorkerProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = dict(os.environ, DJANGO_SETTINGS_MODULE="backend.config.settings_test", PYTHONUNBUFFERED="1")
+        env = dict(os.environ, DJANGO_SETTINGS_MODULE=SETTINGS_MODULE, PYTHONUNBUFFERED="1")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool=solo",
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=solo",
              "-n", self.NODE_NAME, "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 90.0) -> None:
-        from workers.celery_app import app
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -96,8 +105,6 @@ class WorkerProcess:
         """
         import redis
         from django.conf import settings
-
-        from workers.celery_app import app
 
         if self.process is None or self.process.poll() is not None:
             return True

@@ -1,62 +1,30 @@
-"""Django settings, driven by environment variables.
+"""Django settings shared by every environment; they read only the environment.
 
-Defaults point at the embedded dev stack (deploy/stack.py); docker-compose.yml
-sets the same variable names for production.
+Overlays: settings_dev (manage.py's default), settings_test (pytest) and
+settings_production (wsgi, the worker, docker-compose.yml). The embedded dev
+stack exports its connection variables to the processes it starts
+(`python -m deploy.stack env` prints them); docker-compose.yml sets the same
+names. Every FACEINDEX_* tunable is declared once, in TUNABLES below.
 """
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any, Callable
 
+import environ
 from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
+env = environ.Env()
 
-def env_bool(name: str, default: bool) -> bool:
-    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _database_from_url(url: str) -> dict:
-    parts = urlparse(url)
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": parts.path.lstrip("/"),
-        "USER": parts.username or "",
-        "PASSWORD": parts.password or "",
-        "HOST": parts.hostname or "127.0.0.1",
-        "PORT": str(parts.port or 5432),
-        # Short-lived connections per request/task would exhaust nothing, but
-        # reusing them saves a round-trip per call under load.
-        "CONN_MAX_AGE": int(os.environ.get("DB_CONN_MAX_AGE", "60")),
-        "CONN_HEALTH_CHECKS": True,
-    }
-
-
-def _default_stack_env() -> dict[str, str]:
-    """Connection settings of the embedded stack this checkout runs.
-
-    FACEINDEX_STACK=test selects the test stack (its own ports and var dir) so
-    the test suite never touches the demo's data.
-    """
-    try:  # production images do not ship deploy/
-        from deploy.stack import Stack
-    except ImportError:  # pragma: no cover
-        return {}
-    if os.environ.get("FACEINDEX_STACK") == "test":
-        return Stack.for_tests(BASE_DIR / "var" / "test").env()
-    return Stack.from_env().env()
-
-
-_stack = _default_stack_env()
-
-
-def setting(name: str, default: str = "") -> str:
-    return os.environ.get(name) or _stack.get(name) or default
-
-
-SECRET_KEY = setting("DJANGO_SECRET_KEY", "dev-insecure-change-me")
-DEBUG = env_bool("DJANGO_DEBUG", True)
-ALLOWED_HOSTS = [h for h in setting("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
+# DEBUG is off unless asked for: a deployment that forgets a variable must not
+# serve debug pages. The key below is only good for a machine's own dev stack;
+# settings_production refuses it.
+INSECURE_DEV_SECRET_KEY = "dev-insecure-change-me"
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=INSECURE_DEV_SECRET_KEY)
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -89,6 +57,8 @@ MIDDLEWARE = [
 if not DEBUG:
     # Serves admin and API-docs static files under gunicorn (runserver does it when DEBUG).
     MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+# Every request gets an id, logged on each line it causes (backend/core/logs.py).
+MIDDLEWARE.append("backend.core.logs.RequestContextMiddleware")
 
 ROOT_URLCONF = "backend.config.urls"
 WSGI_APPLICATION = "backend.config.wsgi.application"
@@ -107,7 +77,10 @@ TEMPLATES = [
     }
 ]
 
-DATABASES = {"default": _database_from_url(setting("DATABASE_URL", "postgres://faceindex:faceindex@127.0.0.1:5432/faceindex"))}
+DATABASES = {"default": env.db("DATABASE_URL", default="postgres://faceindex:faceindex@127.0.0.1:5432/faceindex")}
+# Reusing connections saves a round-trip per request/task under load.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -131,6 +104,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "backend.core.pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "backend.core.errors.exception_handler",
+    # Per-user limits on the endpoints that run models or accept uploads
+    # (views name their scope); rates from FACEINDEX_THROTTLE_* below.
+    "DEFAULT_THROTTLE_RATES": {},
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
@@ -143,20 +119,20 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Object storage (S3 / MinIO / SeaweedFS), used only through the minio SDK.
-S3_ENDPOINT = setting("S3_ENDPOINT", "127.0.0.1:8333")
-S3_ACCESS_KEY = setting("S3_ACCESS_KEY", "faceindex")
-S3_SECRET_KEY = setting("S3_SECRET_KEY", "faceindex-secret")
-S3_BUCKET = setting("S3_BUCKET", "faceindex")
-S3_SECURE = setting("S3_SECURE", "false").lower() == "true"
-S3_REGION = setting("S3_REGION", "us-east-1")
-S3_PRESIGN_SECONDS = int(setting("S3_PRESIGN_SECONDS", "3600"))
+S3_ENDPOINT = env.str("S3_ENDPOINT", default="127.0.0.1:8333")
+S3_ACCESS_KEY = env.str("S3_ACCESS_KEY", default="faceindex")
+S3_SECRET_KEY = env.str("S3_SECRET_KEY", default="faceindex-secret")
+S3_BUCKET = env.str("S3_BUCKET", default="faceindex")
+S3_SECURE = env.bool("S3_SECURE", default=False)
+S3_REGION = env.str("S3_REGION", default="us-east-1")
+S3_PRESIGN_SECONDS = env.int("S3_PRESIGN_SECONDS", default=3600)
 
-# Celery (read by workers/celery_app.py with the CELERY_ namespace).
-CELERY_BROKER_URL = setting("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Celery (read by backend/config/celery.py with the CELERY_ namespace).
+CELERY_BROKER_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_TIME_LIMIT = int(setting("CELERY_TASK_TIME_LIMIT", "240"))
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=240)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Above the longest task (the hard time limit), so a slow task is never
@@ -177,61 +153,116 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_QUEUES = [Queue(name, Exchange(name), routing_key=name)
                       for name in (CELERY_TASK_DEFAULT_QUEUE, FACEINDEX_LISTING_QUEUE)]
 CELERY_TASK_ROUTES = {"faceindex.list_source": {"queue": FACEINDEX_LISTING_QUEUE}}
-CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
-# Ingest limits.
-FACEINDEX_MAX_UPLOAD_BYTES = int(setting("FACEINDEX_MAX_UPLOAD_BYTES", str(50 * 1024 * 1024)))
-FACEINDEX_MAX_PIXELS = int(setting("FACEINDEX_MAX_PIXELS", str(60_000_000)))
-FACEINDEX_ZIP_MAX_ENTRIES = int(setting("FACEINDEX_ZIP_MAX_ENTRIES", "100000"))
-FACEINDEX_ZIP_MAX_TOTAL_BYTES = int(setting("FACEINDEX_ZIP_MAX_TOTAL_BYTES", str(20 * 1024**3)))
-FACEINDEX_ZIP_MAX_RATIO = int(setting("FACEINDEX_ZIP_MAX_RATIO", "100"))
-# Matching: how many nearest templates to pull from the HNSW index per face.
-FACEINDEX_MATCH_CANDIDATES = int(setting("FACEINDEX_MATCH_CANDIDATES", "20"))
-FACEINDEX_HNSW_EF_SEARCH = int(setting("FACEINDEX_HNSW_EF_SEARCH", "100"))
-FACEINDEX_AMBIGUITY_MARGIN = float(setting("FACEINDEX_AMBIGUITY_MARGIN", "0.03"))
-# Face models by manifest id (weights/manifest.toml); empty = the manifest's defaults.
-# A recognizer whose width differs from the gallery columns is refused at load.
-FACEINDEX_DETECTOR = setting("FACEINDEX_DETECTOR", "")
-FACEINDEX_RECOGNIZER = setting("FACEINDEX_RECOGNIZER", "")
 
+
+@dataclass(frozen=True)
+class Tunable:
+    """One FACEINDEX_* setting: read from the environment variable of the same name."""
+
+    name: str
+    cast: Callable[[str], Any]
+    default: Any
+    meaning: str
+
+    def read(self) -> Any:
+        raw = os.environ.get(self.name, "")
+        return self.cast(raw) if raw != "" else self.default
+
+
+def _bool(raw: str) -> bool:
+    return env.parse_value(raw, bool)
+
+
+def _list(raw: str) -> list[str]:
+    """Comma-separated (os.pathsep also separates, for folder lists)."""
+    return [item.strip() for item in raw.replace(os.pathsep, ",").split(",") if item.strip()]
+
+
+# Every tunable, with its default and what it means (README's settings table lists them all).
+TUNABLES = [
+    # Ingest limits.
+    Tunable("FACEINDEX_MAX_UPLOAD_BYTES", int, 50 * 1024 * 1024, "largest file accepted (bytes), uploads and imported files alike"),
+    Tunable("FACEINDEX_MAX_PIXELS", int, 60_000_000, "largest decoded image (pixels); bigger ones fail as image_too_large"),
+    Tunable("FACEINDEX_ZIP_MAX_ENTRIES", int, 100_000, "most files one zip upload may hold"),
+    Tunable("FACEINDEX_ZIP_MAX_TOTAL_BYTES", int, 20 * 1024**3, "most bytes one zip upload may expand to"),
+    Tunable("FACEINDEX_ZIP_MAX_RATIO", int, 100, "highest compression ratio of a zip member (zip-bomb guard)"),
+    # Matching.
+    Tunable("FACEINDEX_MATCH_CANDIDATES", int, 20, "nearest templates pulled from the HNSW index per face"),
+    Tunable("FACEINDEX_HNSW_EF_SEARCH", int, 100, "pgvector hnsw.ef_search: recall/speed of the nearest-template search"),
+    Tunable("FACEINDEX_AMBIGUITY_MARGIN", float, 0.03, "a match closer than this to a second identity is left unknown"),
+    Tunable("FACEINDEX_DETECTOR", str, "", "detector id in weights/manifest.toml (empty: the manifest's default)"),
+    Tunable("FACEINDEX_RECOGNIZER", str, "", "recognizer id in weights/manifest.toml (empty: the default; its width must match the gallery)"),
+    # Unknown-face clustering (why these values: backend/gallery/clustering.py).
+    Tunable("FACEINDEX_CLUSTER_SIMILARITY", float, 0.45, "cosine similarity linking two unknown faces into one cluster"),
+    Tunable("FACEINDEX_CLUSTER_NEIGHBOURS", int, 10, "nearest unknown faces looked at per new face"),
+    Tunable("FACEINDEX_CLUSTER_MERGE_LINKS", int, 2, "links a face needs into a second cluster to merge the two"),
+    # Archive imports (docs/ingest-and-reports.md).
+    Tunable("FACEINDEX_IMPORT_ROOTS", _list, [], "server folders a job may import from (absolute, comma/pathsep-separated); empty: none"),
+    Tunable("FACEINDEX_IMPORT_S3_BUCKETS", _list, [], "buckets an s3:// import may read ('*': any); our own S3_BUCKET never"),
+    Tunable("FACEINDEX_IMPORT_S3_ENDPOINT", str, S3_ENDPOINT, "S3 endpoint of imported buckets (default: S3_ENDPOINT)"),
+    Tunable("FACEINDEX_IMPORT_S3_ACCESS_KEY", str, S3_ACCESS_KEY, "access key for imported buckets (default: S3_ACCESS_KEY)"),
+    Tunable("FACEINDEX_IMPORT_S3_SECRET_KEY", str, S3_SECRET_KEY, "secret key for imported buckets (default: S3_SECRET_KEY)"),
+    Tunable("FACEINDEX_IMPORT_S3_SECURE", _bool, S3_SECURE, "HTTPS to the import endpoint (default: S3_SECURE)"),
+    Tunable("FACEINDEX_IMPORT_S3_REGION", str, S3_REGION, "region of imported buckets (default: S3_REGION)"),
+    Tunable("FACEINDEX_IMPORT_MAX_FILES", int, 2_000_000, "most files one import job lists; the rest are left out with a reason"),
+    Tunable("FACEINDEX_IMPORT_LIST_CHUNK", int, 1000, "files listed per chunk: the request lists the first, workers the rest"),
+    # Workers.
+    Tunable("FACEINDEX_BATCH_SIZE", int, 8, "images per worker task (faces embedded in one call); 32-64 on a GPU"),
+    Tunable("FACEINDEX_WORKER_THREADS", int, 0, "threads per worker process for OpenCV/BLAS/torch (0: one per core)"),
+    # Sweeps (celery beat runs them): lost messages, stalled listings, missed webhooks.
+    Tunable("FACEINDEX_SWEEP_INTERVAL_S", int, 300, "seconds between sweeps (beat's schedule; 0: no periodic sweep)"),
+    Tunable("FACEINDEX_SWEEP_MIN_AGE_S", int, 600, "a PENDING image queued longer ago than this with no message is re-sent"),
+    Tunable("FACEINDEX_SWEEP_STALE_PROCESSING_S", int, CELERY_TASK_TIME_LIMIT * 2, "a PROCESSING image older than this is reset and re-sent"),
+    # Completion webhooks.
+    Tunable("FACEINDEX_WEBHOOK_TIMEOUT_S", float, 10.0, "seconds per delivery attempt"),
+    Tunable("FACEINDEX_WEBHOOK_MAX_ATTEMPTS", int, 6, "attempts per delivery before it is marked failed"),
+    Tunable("FACEINDEX_WEBHOOK_BACKOFF_S", float, 2.0, "first retry delay; doubles per attempt (retry_backoff), jittered"),
+    Tunable("FACEINDEX_WEBHOOK_BACKOFF_MAX_S", float, 600.0, "longest retry delay (retry_backoff_max)"),
+    Tunable("FACEINDEX_WEBHOOK_ALLOW_PRIVATE", _bool, False, "allow webhooks to loopback/private addresses (trusted setups, tests)"),
+    # Per-user request rates (DRF throttles; N/second|minute|hour|day; empty: unlimited).
+    Tunable("FACEINDEX_THROTTLE_SEARCH", str, "120/minute", "1:N searches per user"),
+    Tunable("FACEINDEX_THROTTLE_VERIFY", str, "120/minute", "1:1 verifications per user"),
+    Tunable("FACEINDEX_THROTTLE_ENROLL", str, "60/minute", "enrollment uploads per user"),
+    Tunable("FACEINDEX_THROTTLE_JOBS", str, "60/minute", "job creations (uploads and imports) per user"),
+    # Logs.
+    Tunable("FACEINDEX_LOG_FORMAT", str, "json", "'json' (one object per line, with job/image/task ids) or 'text'"),
+]
+globals().update({tunable.name: tunable.read() for tunable in TUNABLES})
+
+# Each throttled view names its scope; see backend/core/throttles.py.
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+    "search": FACEINDEX_THROTTLE_SEARCH or None,  # noqa: F821 (set from TUNABLES)
+    "verify": FACEINDEX_THROTTLE_VERIFY or None,  # noqa: F821
+    "enroll": FACEINDEX_THROTTLE_ENROLL or None,  # noqa: F821
+    "jobs": FACEINDEX_THROTTLE_JOBS or None,  # noqa: F821
+}
+
+# Logs: one JSON object per line (API and workers), carrying the request, task,
+# job and image ids in effect (backend/core/logs.py); FACEINDEX_LOG_FORMAT=text for humans.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": setting("LOG_LEVEL", "INFO")},
+    "filters": {"context": {"()": "backend.core.logs.ContextFilter"}},
+    "formatters": {
+        "json": {"()": "backend.core.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["context"],
+                             "formatter": "json" if FACEINDEX_LOG_FORMAT == "json" else "text"}},  # noqa: F821
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+# The worker keeps Django's logging instead of installing its own handlers.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
-# --- Archive ingest, batching, sweeps, webhooks (docs/ingest-and-reports.md) ---
-# Server-side folders a job may import from (os.pathsep- or comma-separated
-# absolute paths). Empty: folder imports are refused.
-FACEINDEX_IMPORT_ROOTS = [p for p in setting("FACEINDEX_IMPORT_ROOTS", "").replace(os.pathsep, ",").split(",") if p]
-# Buckets an s3://bucket/prefix import may read ("*": any the credentials reach).
-# Our own S3_BUCKET is always refused: it holds every owner's originals.
-FACEINDEX_IMPORT_S3_BUCKETS = [b for b in setting("FACEINDEX_IMPORT_S3_BUCKETS", "").split(",") if b]
-FACEINDEX_IMPORT_S3_ENDPOINT = setting("FACEINDEX_IMPORT_S3_ENDPOINT", S3_ENDPOINT)
-FACEINDEX_IMPORT_S3_ACCESS_KEY = setting("FACEINDEX_IMPORT_S3_ACCESS_KEY", S3_ACCESS_KEY)
-FACEINDEX_IMPORT_S3_SECRET_KEY = setting("FACEINDEX_IMPORT_S3_SECRET_KEY", S3_SECRET_KEY)
-FACEINDEX_IMPORT_S3_SECURE = setting("FACEINDEX_IMPORT_S3_SECURE", str(S3_SECURE)).lower() == "true"
-FACEINDEX_IMPORT_S3_REGION = setting("FACEINDEX_IMPORT_S3_REGION", S3_REGION)
-FACEINDEX_IMPORT_MAX_FILES = int(setting("FACEINDEX_IMPORT_MAX_FILES", "2000000"))
-# Files an import lists per chunk: the request lists the first chunk, workers the rest.
-FACEINDEX_IMPORT_LIST_CHUNK = int(setting("FACEINDEX_IMPORT_LIST_CHUNK", "1000"))
-# Images per worker task: detection runs per image, embedding of all their
-# faces in one batch. 8 suits a CPU worker; raise it (32-64) on a GPU.
-FACEINDEX_BATCH_SIZE = int(setting("FACEINDEX_BATCH_SIZE", "8"))
-# Lost-message sweep (runs at worker start and every interval in one worker):
-# PENDING images of live jobs queued longer ago than MIN_AGE and absent from
-# the broker are re-sent; PROCESSING ones older than STALE are reset first.
-# Threads each worker process gives OpenCV, BLAS and torch (0: one per core, the
-# libraries' default). With several workers on one machine, cores / workers.
-FACEINDEX_WORKER_THREADS = int(setting("FACEINDEX_WORKER_THREADS", "0"))
-FACEINDEX_SWEEP_INTERVAL_S = int(setting("FACEINDEX_SWEEP_INTERVAL_S", "300"))
-FACEINDEX_SWEEP_MIN_AGE_S = int(setting("FACEINDEX_SWEEP_MIN_AGE_S", "600"))
-FACEINDEX_SWEEP_STALE_PROCESSING_S = int(setting("FACEINDEX_SWEEP_STALE_PROCESSING_S", str(CELERY_TASK_TIME_LIMIT * 2)))
-# Completion webhooks: per-attempt timeout, attempts in all, first retry delay (doubles each time).
-FACEINDEX_WEBHOOK_TIMEOUT_S = float(setting("FACEINDEX_WEBHOOK_TIMEOUT_S", "10"))
-FACEINDEX_WEBHOOK_MAX_ATTEMPTS = int(setting("FACEINDEX_WEBHOOK_MAX_ATTEMPTS", "6"))
-FACEINDEX_WEBHOOK_BACKOFF_S = float(setting("FACEINDEX_WEBHOOK_BACKOFF_S", "2"))
-# Webhooks to loopback/private/link-local addresses are refused unless allowed
-# (a webhook must not reach the service's own network).
-FACEINDEX_WEBHOOK_ALLOW_PRIVATE = env_bool("FACEINDEX_WEBHOOK_ALLOW_PRIVATE", False)
+# celery beat (one process per deployment) sends the sweep every interval;
+# FACEINDEX_SWEEP_INTERVAL_S=0 schedules nothing.
+CELERY_BEAT_SCHEDULE = {
+    "sweep": {"task": "faceindex.sweep", "schedule": float(FACEINDEX_SWEEP_INTERVAL_S)},  # noqa: F821
+} if FACEINDEX_SWEEP_INTERVAL_S > 0 else {}  # noqa: F821
+
+# DRF throttle counters, shared by every API process (a per-process cache
+# would multiply each limit by the number of gunicorn workers).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CELERY_BROKER_URL,
+                      "KEY_PREFIX": "faceindex-cache"}}

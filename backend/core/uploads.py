@@ -1,5 +1,22 @@
+"""Uploaded files as the services take them, whatever they came from (a request, a folder, bytes)."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import BinaryIO
+
 from backend.core.errors import ServiceError
-from backend.jobs.services import Upload
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    fileobj: BinaryIO
+    size: int | None = None
+
+    @classmethod
+    def from_bytes(cls, name: str, data: bytes) -> "Upload":
+        return cls(name, io.BytesIO(data), len(data))
 
 
 def uploads_from_request(request, field: str = "files") -> list[Upload]:

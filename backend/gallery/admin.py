@@ -14,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 from backend.core.errors import ServiceError
 from backend.core.storage import presigned_url
 
-from . import clustering, merging, services
+from . import clustering, merging, naming, services
 from .models import Face, Identity, Merge, Template, UnknownCluster
 
 
@@ -259,7 +259,7 @@ class UnknownClusterAdmin(StaffScopedAdmin):
         if form.is_bound and form.is_valid():
             name = form.cleaned_data["name"].strip() or None
             identity = form.cleaned_data["identity"]
-            ok = self._run(request, lambda: clustering.name_cluster(
+            ok = self._run(request, lambda: naming.name_cluster(
                 owner=cluster.owner, cluster_id=cluster.pk, name=name, identity_id=identity.pk if identity else None),
                 f"cluster {cluster.pk} named {name or identity.name}")
             if ok:

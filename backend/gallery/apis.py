@@ -11,7 +11,7 @@ from backend.core.uploads import uploads_from_request
 from backend.jobs.services import Upload
 from backend.reports import selectors as report_selectors
 
-from . import clustering, merging, search, services
+from . import clustering, merging, naming, search, services
 from .models import Face, Identity, Merge
 from .serializers import (
     ClusterSerializer, FaceIdsSerializer, FaceSerializer, IdentityInputSerializer, IdentitySerializer, MergeInputSerializer,
@@ -241,5 +241,5 @@ class ClusterNameApi(APIView):
     def post(self, request, cluster_id: int):
         data = NameClusterInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        identity = clustering.name_cluster(owner=request.user, cluster_id=cluster_id, **data.validated_data)
+        identity = naming.name_cluster(owner=request.user, cluster_id=cluster_id, **data.validated_data)
         return Response(IdentitySerializer(identity).data, status=status.HTTP_201_CREATED)

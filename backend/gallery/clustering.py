@@ -30,24 +30,21 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 from pgvector.django import CosineDistance
 
-from backend.core.errors import NotFound, ServiceError
+from backend.core.errors import NotFound
 
 from . import matching
-from .models import Face, Identity, UnknownCluster
+from .models import Face, UnknownCluster
 
-SIMILARITY = float(getattr(settings, "FACEINDEX_CLUSTER_SIMILARITY", 0.45))
-NEIGHBOURS = int(getattr(settings, "FACEINDEX_CLUSTER_NEIGHBOURS", 10))
-MERGE_LINKS = int(getattr(settings, "FACEINDEX_CLUSTER_MERGE_LINKS", 2))
-# Templates made when a cluster is named: its best-quality faces, not all of
-# them (a mis-clustered face as a template would pull in more mistakes).
-TEMPLATES_PER_NAMED_CLUSTER = 5
+# Declared, with their defaults, in backend/config/settings.py.
+SIMILARITY = settings.FACEINDEX_CLUSTER_SIMILARITY
+NEIGHBOURS = settings.FACEINDEX_CLUSTER_NEIGHBOURS
+MERGE_LINKS = settings.FACEINDEX_CLUSTER_MERGE_LINKS
 _LOCK_NAMESPACE = 0x4641_4345  # "FACE": advisory lock key 1; key 2 is the owner id
 
 
@@ -149,34 +146,3 @@ def clusters_for(owner):
 
 def sample_faces(cluster: UnknownCluster, n: int = 4) -> list[Face]:
     return list(cluster.faces.order_by("-quality", "id")[:n])
-
-
-def name_cluster(*, owner, cluster_id: int, name: str | None = None, identity_id: int | None = None) -> Identity:
-    """Turn a cluster into a new identity (name) or add it to an existing one (identity_id).
-
-    All its faces are placed on the identity (locked: a user's decision), its
-    TEMPLATES_PER_NAMED_CLUSTER best-quality faces become templates, and older
-    faces are re-matched against them in the background.
-    """
-    from . import services
-
-    cluster = get_cluster(owner=owner, cluster_id=cluster_id)
-    if (name is None) == (identity_id is None):
-        raise ServiceError("invalid", "give either name (a new identity) or identity_id (an existing one)")
-    with transaction.atomic():
-        identity = (services.create_identity(owner=owner, name=name) if name is not None
-                    else services.get_identity(owner=owner, identity_id=identity_id))
-        # A face a user said is not this person stays unknown.
-        faces = list(cluster.faces.filter(identity__isnull=True).exclude(rejections__identity=identity).order_by("-quality", "id"))
-        if not faces:
-            raise ServiceError("invalid", "every face of this cluster was marked as not this person")
-        best = [f.pk for f in faces[:TEMPLATES_PER_NAMED_CLUSTER]]
-        services.enroll_from_faces(identity=identity, face_ids=best)
-        rest = faces[TEMPLATES_PER_NAMED_CLUSTER:]
-        templates = np.asarray(list(identity.templates.filter(masked=False).values_list("embedding", flat=True)), dtype=np.float32)
-        for face in rest:
-            similarity = float(np.max(templates @ np.asarray(face.embedding, dtype=np.float32)))
-            Face.objects.filter(pk=face.pk).update(identity=identity, identity_locked=True, similarity=similarity,
-                                                   cluster=None, placed_at=timezone.now())
-        cluster.delete()
-    return identity

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from celery import current_app
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -19,10 +21,15 @@ from pgvector.django import CosineDistance
 from backend.core import storage
 from backend.core.errors import NotFound, ServiceError
 from backend.core.pipeline import encode_jpeg, get_pipeline
-from backend.jobs.services import Upload
+from backend.core.uploads import Upload
+from backend.jobs import originals
+from backend.jobs.ingest import iter_upload
+from backend.jobs.models import Image
+from ml.decode import decode_image
+from ml.errors import ImageDecodeError
 
-from . import matching
-from .attributes import describe_faces, is_masked
+from . import clustering, matching
+from .attributes import describe_faces, is_masked, masked_template_embedding
 from .models import Face, Identity, Rejection, Template
 
 log = logging.getLogger(__name__)
@@ -87,12 +94,6 @@ def _template_crop_key(identity: Identity) -> str:
 
 def enroll_from_uploads(*, identity: Identity, uploads: list[Upload]) -> EnrollSummary:
     """Add one template per upload; each must show exactly one usable face."""
-    from django.conf import settings
-    from ml.decode import decode_image
-    from ml.errors import ImageDecodeError
-
-    from backend.jobs.ingest import iter_upload
-
     pipeline = get_pipeline()
     summary = EnrollSummary(identity)
     new_template_ids: list[int] = []
@@ -132,8 +133,6 @@ def enroll_from_uploads(*, identity: Identity, uploads: list[Upload]) -> EnrollS
 def create_templates(identity: Identity, *, embedding, crop, crop_key: str, source_key: str,
                      quality: float, source_face: Face | None = None) -> list[Template]:
     """The bare template of an enrolled face, then its masked-probe companion."""
-    from .attributes import masked_template_embedding
-
     common = dict(owner_id=identity.owner_id, identity=identity, crop_key=crop_key, source_key=source_key,
                   source_face=source_face, quality=quality)
     bare = Template.objects.create(embedding=embedding, **common)
@@ -143,24 +142,20 @@ def create_templates(identity: Identity, *, embedding, crop, crop_key: str, sour
 
 def schedule_rematch(owner_id: int, **targets) -> None:
     """Re-match indexed faces in the background once the gallery changed."""
-    from workers.celery_app import app
-
-    transaction.on_commit(lambda: app.send_task("faceindex.rematch_faces", args=[owner_id], kwargs=targets))
+    transaction.on_commit(lambda: current_app.send_task("faceindex.rematch_faces", args=[owner_id], kwargs=targets))
 
 
 def on_faces_indexed(owner_id: int, face_ids: list[int]) -> None:
-    """Hook for jobs.processing after an image's faces are committed: cluster its unknown faces.
+    """After an image's faces are committed (jobs' faces_indexed signal, see receivers.py): cluster its unknown faces.
 
     Runs in the background (task faceindex.cluster_faces) so a job's images are
     not slowed down; clustering of one owner is serialised by an advisory lock.
     """
     if not face_ids:
         return
-    from workers.celery_app import app
-
     try:
         # No publish retries: indexing must not wait on, or fail with, the broker.
-        app.send_task("faceindex.cluster_faces", args=[owner_id], kwargs={"face_ids": list(face_ids)}, retry=False)
+        current_app.send_task("faceindex.cluster_faces", args=[owner_id], kwargs={"face_ids": list(face_ids)}, retry=False)
     except Exception:  # broker away: the faces stay cluster_checked=False and cluster_pending catches up
         log.warning("could not queue clustering of %d faces of owner %s", len(face_ids), owner_id, exc_info=True)
 
@@ -224,8 +219,6 @@ def rematch(*, owner_id: int, face_ids=None, template_ids=None, identity_ids=Non
     - explicit face ids.
     Faces left unknown are then clustered with the other unknown faces.
     """
-    from . import clustering
-
     threshold = matching.match_threshold()
     with transaction.atomic():
         matching.configure_vector_search()
@@ -329,8 +322,6 @@ def reject_face(*, owner, face_id: int, identity_id: int | None = None) -> Face:
         rematch_faces(owner.pk, [face.pk], threshold=matching.match_threshold())
     face.refresh_from_db()
     if face.identity_id is None:
-        from . import clustering
-
         clustering.cluster_faces(owner.pk, [face.pk])
         face.refresh_from_db()
     return face
@@ -369,13 +360,6 @@ def delete_identity(*, identity: Identity, purge_faces: bool = False) -> dict:
 
 def tag_face(*, owner, image_id: int, box, identity_id: int | None = None) -> Face:
     """Add a face the detector missed: the user's box is aligned, embedded and stored like any face."""
-    from django.conf import settings
-    from ml.decode import decode_image
-    from ml.errors import ImageDecodeError
-
-    from backend.jobs import processing
-    from backend.jobs.models import Image
-
     image = Image.objects.filter(owner=owner, pk=image_id).first()
     if image is None:
         raise NotFound("not_found", f"image {image_id} not found")
@@ -388,8 +372,7 @@ def tag_face(*, owner, image_id: int, box, identity_id: int | None = None) -> Fa
     identity = get_identity(owner=owner, identity_id=identity_id) if identity_id is not None else None
     try:
         # The same bytes the worker indexed (our bucket, an imported bucket or a folder).
-        read = getattr(processing, "read_original", lambda img: storage.get_bytes(img.object_key))
-        decoded = decode_image(read(image), max_pixels=settings.FACEINDEX_MAX_PIXELS)
+        decoded = decode_image(originals.read_original(image), max_pixels=settings.FACEINDEX_MAX_PIXELS)
     except ImageDecodeError as exc:
         raise ServiceError(exc.code, str(exc), status_code=422)
     if w < 8 or h < 8 or x < 0 or y < 0 or x + w > decoded.width + 1 or y + h > decoded.height + 1:
@@ -399,7 +382,7 @@ def tag_face(*, owner, image_id: int, box, identity_id: int | None = None) -> Fa
     with transaction.atomic():
         Image.objects.select_for_update().get(pk=image.pk)  # one ordinal at a time per image
         ordinal = (Face.objects.filter(image=image).aggregate(m=Max("ordinal"))["m"] or 0) + 1
-        key = processing.crop_key(image, ordinal)
+        key = originals.crop_key(image, ordinal)
         storage.put_bytes(key, encode_jpeg(embedded.crop), "image/jpeg")
         face = Face(
             owner=owner, image=image, ordinal=ordinal, manual=True,
@@ -417,8 +400,6 @@ def tag_face(*, owner, image_id: int, box, identity_id: int | None = None) -> Fa
             face.identity_id, face.similarity = match.identity_id, match.similarity
         face.save()
     if face.identity_id is None:
-        from . import clustering
-
         clustering.cluster_faces(owner.pk, [face.pk])
         face.refresh_from_db()
     return face

@@ -1,11 +1,20 @@
-"""Thin Celery tasks of the gallery (identities, unknown-face clusters)."""
+"""Thin Celery tasks of the gallery (re-matching, unknown-face clusters).
+
+Sent by name from services.py (current_app.send_task), so only the worker
+imports this module.
+"""
 from celery import shared_task
+
+from backend.gallery import clustering, services
 
 
 @shared_task(name="faceindex.cluster_faces", acks_late=True)
 def cluster_faces(owner_id: int, face_ids: list[int] | None = None) -> int:
     """Cluster the given unknown faces, then any others clustering has not seen yet."""
-    from backend.gallery import clustering
-
     done = clustering.cluster_faces(owner_id, face_ids or [])
     return done + clustering.cluster_pending(owner_id)
+
+
+@shared_task(name="faceindex.rematch_faces", acks_late=True)
+def rematch_faces(owner_id: int, *, face_ids=None, template_ids=None, identity_ids=None) -> int:
+    return services.rematch(owner_id=owner_id, face_ids=face_ids, template_ids=template_ids, identity_ids=identity_ids)

@@ -11,6 +11,9 @@ import base64
 import json
 from contextlib import contextmanager
 
+from celery import current_app
+from django.conf import settings
+
 PROCESS_TASKS = {"faceindex.process_batch", "faceindex.process_image"}
 SCAN_CHUNK = 1000
 
@@ -39,10 +42,8 @@ def _image_ids(raw: bytes | str) -> list[int]:
 @contextmanager
 def _broker():
     """(Redis client, default queue name) on a pooled connection."""
-    from workers.celery_app import app
-
-    with app.connection_for_read() as connection:
-        yield connection.default_channel.client, app.conf.task_default_queue or "celery"
+    with current_app.connection_for_read() as connection:
+        yield connection.default_channel.client, current_app.conf.task_default_queue or "celery"
 
 
 def _waiting_messages(client, queue: str):
@@ -77,8 +78,6 @@ LIST_TASK = "faceindex.list_source"
 
 def broker_listing_jobs() -> tuple[set[int], set[int]]:
     """(job ids named by listing tasks waiting in their queue, job ids named by unacked ones)."""
-    from django.conf import settings
-
     with _broker() as (client, _default_queue):
         waiting = {int(args[0]) for raw in _waiting_messages(client, settings.FACEINDEX_LISTING_QUEUE)
                    if (args := _task_args(raw, {LIST_TASK}))}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from datetime import timedelta
 from itertools import islice
 from typing import Iterator
@@ -30,7 +29,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import sources
+from . import broker, completion, queueing, sources
 from .models import Image, Job
 
 log = logging.getLogger(__name__)
@@ -95,8 +94,6 @@ def _image_row(job: Job, found: sources.SourceFile) -> Image:
 
 def continue_listing(job_id: int, token: str, *, seconds: float = LIST_TASK_SECONDS) -> bool:
     """List on for about ``seconds``; True when the job still has files to list (send the task again)."""
-    from . import services
-
     job = Job.objects.get(pk=job_id)
     if not job.listing or job.status not in LIVE or job.listing_task != token:
         return False
@@ -114,9 +111,9 @@ def continue_listing(job_id: int, token: str, *, seconds: float = LIST_TASK_SECO
                 lister = Lister(source, job)
                 continue
             ids = lister.write(job, chunk, more)
-            transaction.on_commit(lambda ids=ids: services.enqueue_images(ids))
+            transaction.on_commit(lambda ids=ids: queueing.enqueue_images(ids))
             if not job.listing:
-                services.complete_if_done(job)
+                completion.complete_if_done(job)
                 return False
         if time.monotonic() > deadline:
             return True
@@ -131,21 +128,11 @@ def stalled_listings(min_age_s: float) -> list[int]:
     at all was lost (popped into a dying worker's socket, or never sent
     because the sender crashed).
     """
-    from .broker import broker_listing_jobs
-
     listing = dict(Job.objects.filter(listing=True, status__in=LIVE).values_list("id", "listed_at"))
     if not listing:
         return []
-    waiting, unacked = broker_listing_jobs()
+    waiting, unacked = broker.broker_listing_jobs()
     cutoff = timezone.now() - timedelta(seconds=min_age_s)
     return sorted(job_id for job_id, listed_at in listing.items() if job_id not in waiting and (
         job_id not in unacked or listed_at is None or listed_at < cutoff))
 
-
-def send_listing_task(job_id: int) -> None:
-    """Send the job's listing task with a new token, superseding any earlier one."""
-    from workers.celery_app import app
-
-    token = uuid.uuid4().hex
-    Job.objects.filter(pk=job_id).update(listing_task=token)
-    app.send_task("faceindex.list_source", args=[job_id, token])

@@ -25,20 +25,14 @@ from backend.core.pipeline import encode_jpeg, get_pipeline
 from backend.gallery import matching
 from backend.gallery.models import Face
 
-from . import dedup, services, sources
+from . import dedup, services
 from .models import Image
+from .originals import SourceUnreadable, crop_key, read_original
+from .signals import faces_indexed
 
 log = logging.getLogger(__name__)
 
 STAGES = ("decode", "detect", "embed", "attributes", "match", "write")
-
-
-class SourceUnreadable(Exception):
-    """The image's bytes are gone or refused (missing S3 object, file outside the roots)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass
@@ -58,11 +52,6 @@ class Work:
             self.seconds[stage] += time.perf_counter() - started
 
 
-def crop_key(image: Image, ordinal: int) -> str:
-    # Deterministic: a re-run of the same image overwrites, never duplicates.
-    return f"{image.owner_id}/crops/{image.pk}/{ordinal}.jpg"
-
-
 def _parse_taken_at(value: str | None):
     if not value:
         return None
@@ -71,26 +60,6 @@ def _parse_taken_at(value: str | None):
     except ValueError:
         return None
     return parsed if parsed.tzinfo else timezone.make_aware(parsed, timezone.get_default_timezone())
-
-
-def read_original(image: Image) -> bytes:
-    """The image's bytes from wherever its source keeps them, at most the upload limit (+1 byte)."""
-    from minio.error import S3Error
-
-    limit = settings.FACEINDEX_MAX_UPLOAD_BYTES
-    if image.source_path:
-        try:
-            return sources.read_folder_file(image.source_path, limit)
-        except OSError as exc:  # missing, unreadable, or now a symlink
-            raise SourceUnreadable("source_missing", f"cannot read {image.original_name}: {exc}")
-    if image.source_bucket:
-        try:
-            return sources.read_s3(image.source_bucket, image.object_key, limit)
-        except S3Error as exc:
-            if exc.code in {"NoSuchKey", "NoSuchBucket", "AccessDenied"}:
-                raise SourceUnreadable("source_missing", f"cannot read s3://{image.source_bucket}/{image.object_key}: {exc.code}")
-            raise
-    return storage.get_bytes(image.object_key)
 
 
 def process_images(image_ids: list[int], *, worker_name: str) -> None:
@@ -283,9 +252,9 @@ def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
         locked.timings = {k: round(v, 5) for k, v in work.seconds.items()}
         locked.save()
         services.finish_image(locked, failed=False, faces_found=len(rows))
-        # Hooks that need this image's new faces (e.g. gallery clustering via
-        # transaction.on_commit) belong here, once per written image.
-        from backend.gallery.services import on_faces_indexed
-
+        # Receivers (e.g. gallery clustering, connected in its AppConfig.ready)
+        # run once per written image, after its faces are committed.
+        face_ids = [row.pk for row in rows]
         unknown_ids = [row.pk for row in rows if row.identity_id is None]
-        transaction.on_commit(lambda: on_faces_indexed(image.owner_id, unknown_ids))
+        transaction.on_commit(lambda: faces_indexed.send(sender=Image, owner_id=image.owner_id, face_ids=face_ids,
+                                                         unknown_face_ids=unknown_ids))

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import BinaryIO, Iterable, Iterator
+from typing import Iterable
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
@@ -14,26 +13,19 @@ from django.utils import timezone
 
 from backend.core import storage
 from backend.core.errors import Conflict, ServiceError
+from backend.core.uploads import Upload
 
-from . import dedup
-from .ingest import Blob, iter_upload
+from . import broker, completion, dedup, listing, queueing, sources
+from .completion import complete_if_done, finish_image
+from .ingest import iter_upload
 from .models import Image, Job
+from .originals import original_key
+from .queueing import IMPORT_CHUNK, batches, enqueue_images, enqueue_job
 
 log = logging.getLogger(__name__)
 
-# Rows per bulk insert / per enqueue round when a job holds very many images.
-IMPORT_CHUNK = 1000
-
-
-@dataclass(frozen=True)
-class Upload:
-    name: str
-    fileobj: BinaryIO
-    size: int | None = None
-
-    @classmethod
-    def from_bytes(cls, name: str, data: bytes) -> "Upload":
-        return cls(name, io.BytesIO(data), len(data))
+# Re-exported: callers (views, the index command, jobs.processing) use them as services.*.
+__all__ = ["Upload", "batches", "complete_if_done", "enqueue_images", "enqueue_job", "finish_image"]
 
 
 @dataclass(frozen=True)
@@ -42,11 +34,6 @@ class StoredBlob:
     sha256: str
     size: int
     key: str
-
-
-def original_key(owner_id: int, blob: Blob, when=None) -> str:
-    when = when or timezone.now()
-    return f"{owner_id}/{when:%Y/%m/%d}/{blob.sha256}{blob.extension}"
 
 
 def store_uploads(owner_id: int, uploads: Iterable[Upload]) -> list[StoredBlob]:
@@ -153,8 +140,6 @@ def submit_import(*, owner, source: str, idempotency_key: str | None = None, opt
     worker processes an image. The first chunk is listed here, the rest in
     the background (jobs/listing.py), so a huge source answers at once.
     """
-    from . import listing, sources
-
     options = dict(options or {})
     parsed = sources.parse_source(source)
     request_fingerprint = hashlib.sha256(f"{parsed.uri}\n{sorted(options.items())!r}".encode()).hexdigest()
@@ -172,7 +157,7 @@ def submit_import(*, owner, source: str, idempotency_key: str | None = None, opt
         job_id = job.pk
         transaction.on_commit(lambda: enqueue_images(ids))
         if job.listing:
-            transaction.on_commit(lambda: listing.send_listing_task(job_id))
+            transaction.on_commit(lambda: queueing.send_listing_task(job_id))
         else:
             complete_if_done(job)  # every listed file was refused
         return job
@@ -187,32 +172,6 @@ def record_linked(job: Job, images: list[Image], new_faces: int) -> None:
     job.faces_found += new_faces
     job.save(update_fields=["processed_images", "linked_images", "faces_found"])
     complete_if_done(job)
-
-
-def batches(ids: list[int], size: int | None = None) -> Iterator[list[int]]:
-    size = max(1, size or settings.FACEINDEX_BATCH_SIZE)
-    for start in range(0, len(ids), size):
-        yield ids[start:start + size]
-
-
-def enqueue_images(image_ids: Iterable[int]) -> None:
-    """Send the images to the workers in batches of FACEINDEX_BATCH_SIZE."""
-    from workers.celery_app import app
-
-    ids = list(image_ids)
-    if not ids:
-        return
-    Image.objects.filter(id__in=ids).update(queued_at=timezone.now())  # before the sends: the sweep reads it
-    for batch in batches(ids):
-        app.send_task("faceindex.process_batch", args=[batch])
-
-
-def enqueue_job(job_id: int) -> int:
-    """Queue every PENDING image of a job, in chunks (a job may hold millions)."""
-    ids = list(Image.objects.filter(job_id=job_id, status=Image.Status.PENDING).order_by("id").values_list("id", flat=True))
-    for start in range(0, len(ids), IMPORT_CHUNK):
-        enqueue_images(ids[start:start + IMPORT_CHUNK])
-    return len(ids)
 
 
 def requeue_orphans(*, worker_name: str) -> int:
@@ -231,15 +190,13 @@ def requeue_orphans(*, worker_name: str) -> int:
     redelivery and the periodic sweep are the backstop for workers that never
     come back under the same name.
     """
-    from .broker import waiting_image_ids
-
     held = list(
         Image.objects.filter(status=Image.Status.PROCESSING, worker=worker_name).values_list("id", flat=True)
     )
     Image.objects.filter(id__in=held, status=Image.Status.PROCESSING).update(status=Image.Status.PENDING, worker="")
     pending = set(Image.objects.filter(status=Image.Status.PENDING, job__status__in=(Job.Status.PENDING, Job.Status.RUNNING))
                   .values_list("id", flat=True))
-    stranded = pending - waiting_image_ids() - set(held)
+    stranded = pending - broker.waiting_image_ids() - set(held)
     ids = sorted(set(held) | stranded)
     if ids:
         log.warning("re-queueing %d images abandoned by %s (%d claimed, %d unclaimed with no waiting message)",
@@ -258,12 +215,10 @@ LISTING_QUIET_AT_RESTART_S = 30
 
 def resume_stalled_listings(*, min_age_s: float) -> int:
     """Send the listing task again for jobs whose background listing stopped moving."""
-    from . import listing
-
     stalled = listing.stalled_listings(min_age_s)
     for job_id in stalled:
         log.warning("job %s: listing quiet for %.0f s, sending its task again", job_id, min_age_s)
-        listing.send_listing_task(job_id)
+        queueing.send_listing_task(job_id)
     return len(stalled)
 
 
@@ -294,41 +249,6 @@ def claim_images(image_ids: list[int], *, worker_name: str) -> list[Image]:
 
 
 
-def finish_image(image: Image, *, failed: bool, faces_found: int = 0, linked: bool = False) -> None:
-    """Count a finished image once, and complete the job with its last image.
-
-    Runs inside the caller's transaction together with the face rows, so the
-    counters and the faces can never disagree.
-    """
-    job = Job.objects.select_for_update().get(pk=image.job_id)
-    if failed:
-        job.failed_images += 1
-    else:
-        job.processed_images += 1
-        job.faces_found += faces_found
-        job.linked_images += int(linked)
-    job.save(update_fields=["failed_images", "processed_images", "faces_found", "linked_images"])
-    complete_if_done(job)
-
-
-def complete_if_done(job: Job) -> None:
-    """With the job row locked: complete it once every image is done and its source fully listed."""
-    if job.listing:
-        return
-    if job.done_images >= job.total_images and job.status in (Job.Status.PENDING, Job.Status.RUNNING):
-        job.status = Job.Status.COMPLETED
-        job.finished_at = timezone.now()
-        job.save(update_fields=["status", "finished_at"])
-        _notify(job)
-
-
-def _notify(job: Job) -> None:
-    from . import webhooks
-
-    job_id, event = job.pk, f"job.{job.status}"
-    transaction.on_commit(lambda: webhooks.schedule(job_id, event))
-
-
 def cancel_job(job: Job) -> Job:
     """Stop scheduling: queued images are skipped by the workers; finished work stays."""
     with transaction.atomic():
@@ -338,7 +258,7 @@ def cancel_job(job: Job) -> Job:
             job.finished_at = timezone.now()
             job.listing = False  # a background listing stops at its next chunk
             job.save(update_fields=["status", "finished_at", "listing"])
-            _notify(job)
+            completion.notify(job)
     return job
 
 
@@ -385,9 +305,7 @@ def sweep_lost_images(*, min_age_s: float | None = None, stale_processing_s: flo
     if not candidates:
         return 0
     if queued_ids is None:
-        from .broker import queued_image_ids
-
-        queued_ids = queued_image_ids()
+        queued_ids = broker.queued_image_ids()
     lost = [i for i in candidates if i not in queued_ids]
     if lost:
         log.warning("sweep: re-queueing %d images with no message in the broker (%d stale PROCESSING reset)",

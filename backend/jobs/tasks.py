@@ -1,28 +1,50 @@
-"""Thin Celery tasks: each calls one backend service."""
+"""Thin Celery tasks of the jobs app: each calls one service.
+
+Services send these by name (jobs/queueing.py, through Celery's current
+app), so this module imports the services and nothing imports it but the
+worker (autodiscovery in backend/config/celery.py).
+"""
 import logging
-import threading
+import random
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_ready, worker_shutdown
+from django.conf import settings
+from django.db import close_old_connections
+
+from backend.jobs import listing, processing, queueing, services, webhooks
 
 log = logging.getLogger(__name__)
 
+# Infrastructure retries (storage, database away): exponential, capped, with
+# jitter so a fleet of workers does not retry in lockstep.
+RETRY_OPTIONS = dict(retry_backoff=2, retry_backoff_max=60, retry_jitter=True)
 
-@shared_task(name="faceindex.process_batch", bind=True, max_retries=3, acks_late=True)
+
+def backoff(task) -> float:
+    """Seconds before the next retry of ``task``, from its retry_backoff, retry_backoff_max and retry_jitter.
+
+    The tasks retry by hand (they must release their images first), so the
+    options Celery applies to autoretry_for are applied here. Jitter is
+    "equal jitter": a random point in the upper half of the exponential
+    delay, never Celery's full jitter, whose draw of 0 would retry at once.
+    """
+    delay = min(float(task.retry_backoff_max), float(task.retry_backoff) * 2 ** task.request.retries)
+    return delay / 2 + random.uniform(0, delay / 2) if task.retry_jitter else delay
+
+
+@shared_task(name="faceindex.process_batch", bind=True, max_retries=3, acks_late=True, **RETRY_OPTIONS)
 def process_batch(self, image_ids: list[int]) -> None:
     _process(self, image_ids)
 
 
-@shared_task(name="faceindex.process_image", bind=True, max_retries=3, acks_late=True)
+@shared_task(name="faceindex.process_image", bind=True, max_retries=3, acks_late=True, **RETRY_OPTIONS)
 def process_image(self, image_id: int) -> None:
     """Kept for messages queued before batching; same as a batch of one."""
     _process(self, [image_id])
 
 
 def _process(self, image_ids: list[int]) -> None:
-    from backend.jobs import processing, services
-
     try:
         processing.process_images(image_ids, worker_name=self.request.hostname)
     except SoftTimeLimitExceeded:
@@ -35,58 +57,36 @@ def _process(self, image_ids: list[int]) -> None:
                 services.fail_image(image_id, code="internal_error", message=f"{type(exc).__name__}: {exc}")
             return
         services.release_images(image_ids)
-        raise self.retry(exc=exc, countdown=2 ** self.request.retries)
+        raise self.retry(exc=exc, countdown=backoff(self))
 
 
-@shared_task(name="faceindex.list_source", acks_late=True)
+@shared_task(name=queueing.LIST_SOURCE_TASK, acks_late=True)
 def list_source(job_id: int, token: str) -> None:
     """List an import source on for a while, then hand over to a fresh message."""
-    from backend.jobs import listing
-
     if listing.continue_listing(job_id, token):
-        listing.send_listing_task(job_id)
+        queueing.send_listing_task(job_id)
 
 
-@shared_task(name="faceindex.rematch_faces", acks_late=True)
-def rematch_faces(owner_id: int, *, face_ids=None, template_ids=None, identity_ids=None) -> int:
-    from backend.gallery import services
-
-    return services.rematch(owner_id=owner_id, face_ids=face_ids, template_ids=template_ids, identity_ids=identity_ids)
-
-
-@shared_task(name="faceindex.deliver_webhook", bind=True, acks_late=True, max_retries=None)
+@shared_task(name="faceindex.deliver_webhook", bind=True, acks_late=True, max_retries=None,
+             retry_backoff=settings.FACEINDEX_WEBHOOK_BACKOFF_S, retry_backoff_max=settings.FACEINDEX_WEBHOOK_BACKOFF_MAX_S,
+             retry_jitter=True)
 def deliver_webhook(self, delivery_id: int) -> None:
-    from backend.jobs import webhooks
-
-    retry_in = webhooks.attempt(delivery_id)
-    if retry_in is not None:
-        raise self.retry(countdown=retry_in)
+    if webhooks.attempt(delivery_id):
+        raise self.retry(countdown=backoff(self))
 
 
 @shared_task(name="faceindex.sweep_lost_images", acks_late=True)
 def sweep_lost_images() -> int:
-    from backend.jobs import services
-
     return services.sweep_lost_images()
 
 
-# -- the lost-message sweep: at worker start, then every interval -------------------
+@shared_task(name="faceindex.sweep", ignore_result=True)
+def sweep() -> None:
+    """Catch up on work a crash or a broker outage dropped (celery beat runs it every FACEINDEX_SWEEP_INTERVAL_S).
 
-_sweeper_stop = threading.Event()
-SWEEP_LOCK = "faceindex:sweep-lock"
-
-
-def _sweep_once(app) -> None:
-    from django.conf import settings
-    from django.db import close_old_connections
-
-    from backend.jobs import services, webhooks
-
-    # One sweep per interval across all workers: the first to take the lock runs it.
-    with app.connection_for_write() as connection:
-        client = connection.default_channel.client
-        if not client.set(SWEEP_LOCK, "1", nx=True, ex=max(1, settings.FACEINDEX_SWEEP_INTERVAL_S - 1)):
-            return
+    Beat sends one message per interval, so one worker runs each sweep: no
+    lock between workers is needed.
+    """
     close_old_connections()
     try:
         services.sweep_lost_images()
@@ -94,28 +94,3 @@ def _sweep_once(app) -> None:
         webhooks.sweep_missed(min_age_s=settings.FACEINDEX_SWEEP_MIN_AGE_S)
     finally:
         close_old_connections()
-
-
-def _sweep_forever(app, interval: float) -> None:
-    while True:
-        try:
-            _sweep_once(app)
-        except Exception:  # the broker or the database is down: try again next round
-            log.warning("lost-message sweep failed", exc_info=True)
-        if _sweeper_stop.wait(interval):
-            return
-
-
-@worker_ready.connect
-def start_sweeper(sender=None, **_):
-    from django.conf import settings
-
-    if settings.FACEINDEX_SWEEP_INTERVAL_S <= 0:
-        return
-    threading.Thread(target=_sweep_forever, args=(sender.app, settings.FACEINDEX_SWEEP_INTERVAL_S),
-                     name="faceindex-sweeper", daemon=True).start()
-
-
-@worker_shutdown.connect
-def stop_sweeper(**_):
-    _sweeper_stop.set()

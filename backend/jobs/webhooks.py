@@ -22,11 +22,14 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
+from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
+
+from backend.reports.selectors import job_summary
 
 from .models import Job, WebhookDelivery, WebhookEndpoint
 
@@ -48,8 +51,6 @@ def encode(payload: dict) -> bytes:
 
 
 def payload_for(job: Job, event: str) -> dict:
-    from backend.reports.selectors import job_summary
-
     return {"event": event, "job": job_summary(job=job)}
 
 
@@ -119,16 +120,14 @@ def sweep_missed(*, min_age_s: float) -> int:
 
 
 def send(delivery_id: int, countdown: float = 0) -> None:
-    from workers.celery_app import app
-
-    app.send_task("faceindex.deliver_webhook", args=[delivery_id], countdown=countdown)
+    current_app.send_task("faceindex.deliver_webhook", args=[delivery_id], countdown=countdown)
 
 
-def attempt(delivery_id: int) -> float | None:
-    """POST once and log it; returns seconds until the next try, or None when done."""
+def attempt(delivery_id: int) -> bool:
+    """POST once and log it; True when the delivery should be tried again (the task backs off)."""
     delivery = WebhookDelivery.objects.select_related("owner").get(pk=delivery_id)
     if delivery.status != WebhookDelivery.Status.PENDING:
-        return None
+        return False
     body = encode(delivery.payload)
     request = urllib.request.Request(delivery.url, data=body, method="POST", headers={
         "Content-Type": "application/json",
@@ -159,6 +158,4 @@ def attempt(delivery_id: int) -> float | None:
         delivery.status = WebhookDelivery.Status.FAILED
         log.warning("webhook %s to %s failed after %d attempts", delivery.pk, delivery.url, len(delivery.attempts))
     delivery.save(update_fields=["attempts", "status", "delivered_at"])
-    if delivery.status != WebhookDelivery.Status.PENDING:
-        return None
-    return settings.FACEINDEX_WEBHOOK_BACKOFF_S * 2 ** (len(delivery.attempts) - 1)
+    return delivery.status == WebhookDelivery.Status.PENDING

@@ -1,0 +1,42 @@
+"""Counting finished images and completing jobs (and announcing it by webhook)."""
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import webhooks
+from .models import Image, Job
+
+
+def finish_image(image: Image, *, failed: bool, faces_found: int = 0, linked: bool = False) -> None:
+    """Count a finished image once, and complete the job with its last image.
+
+    Runs inside the caller's transaction together with the face rows, so the
+    counters and the faces can never disagree.
+    """
+    job = Job.objects.select_for_update().get(pk=image.job_id)
+    if failed:
+        job.failed_images += 1
+    else:
+        job.processed_images += 1
+        job.faces_found += faces_found
+        job.linked_images += int(linked)
+    job.save(update_fields=["failed_images", "processed_images", "faces_found", "linked_images"])
+    complete_if_done(job)
+
+
+def complete_if_done(job: Job) -> None:
+    """With the job row locked: complete it once every image is done and its source fully listed."""
+    if job.listing:
+        return
+    if job.done_images >= job.total_images and job.status in (Job.Status.PENDING, Job.Status.RUNNING):
+        job.status = Job.Status.COMPLETED
+        job.finished_at = timezone.now()
+        job.save(update_fields=["status", "finished_at"])
+        notify(job)
+
+
+def notify(job: Job) -> None:
+    """Schedule the job's webhook for its current (final) status once the transaction commits."""
+    job_id, event = job.pk, f"job.{job.status}"
+    transaction.on_commit(lambda: webhooks.schedule(job_id, event))
