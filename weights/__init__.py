@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ml.errors import ModelFileError
+from weights.errors import ModelFileError
 
 MANIFEST_PATH = Path(__file__).with_name("manifest.toml")
 OVERLAY_ENV = "FACEINDEX_MODEL_MANIFEST"
