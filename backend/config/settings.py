@@ -45,6 +45,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: probes answer before host checks, sessions and authentication.
+    "backend.core.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -56,7 +58,7 @@ MIDDLEWARE = [
 
 if not DEBUG:
     # Serves admin and API-docs static files under gunicorn (runserver does it when DEBUG).
-    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+    MIDDLEWARE.insert(2, "whitenoise.middleware.WhiteNoiseMiddleware")
 # Every request gets an id, logged on each line it causes (backend/core/logs.py).
 MIDDLEWARE.append("backend.core.logs.RequestContextMiddleware")
 

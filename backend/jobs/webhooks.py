@@ -1,14 +1,20 @@
 """Completion webhooks: signed POSTs with retries and a delivery log.
 
 Body: the JSON job summary (stored once per delivery, so every retry sends
-the same bytes). Headers: ``X-Faceindex-Event``, ``X-Faceindex-Delivery``
-(id, stable across retries, for receiver-side dedup) and
-``X-Faceindex-Signature: sha256=<hex HMAC-SHA256(owner secret, body)>``.
-A 2xx answer delivers; anything else is retried after 2, 4, 8, ... seconds
-(FACEINDEX_WEBHOOK_BACKOFF_S doubling) up to FACEINDEX_WEBHOOK_MAX_ATTEMPTS.
+the same bytes). Signed the Standard Webhooks way (standardwebhooks.com):
+``webhook-id`` (the delivery id, stable across retries, for receiver-side
+dedup), ``webhook-timestamp`` (Unix seconds of this attempt) and
+``webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>``,
+where the key is the base64 part of the owner's ``whsec_...`` secret. Signing
+the id and the time, not only the body, lets a receiver refuse a replayed
+delivery (``verify`` below; the README shows a receiver). Also sent:
+``X-Faceindex-Event``. A 2xx answer delivers; anything else is retried with
+exponential, jittered backoff (FACEINDEX_WEBHOOK_BACKOFF_S, _BACKOFF_MAX_S) up
+to FACEINDEX_WEBHOOK_MAX_ATTEMPTS.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import ipaddress
@@ -38,12 +44,51 @@ log = logging.getLogger(__name__)
 
 def endpoint_for(owner) -> WebhookEndpoint:
     """The owner's endpoint settings, created with a fresh secret on first use."""
-    endpoint, _ = WebhookEndpoint.objects.get_or_create(owner=owner, defaults={"secret": secrets.token_hex(32)})
+    endpoint, _ = WebhookEndpoint.objects.get_or_create(owner=owner, defaults={"secret": new_secret()})
     return endpoint
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+SECRET_PREFIX = "whsec_"
+# How far a receiver lets a delivery's timestamp stray from its clock (Standard Webhooks' default).
+TOLERANCE_S = 5 * 60
+
+
+class InvalidSignature(Exception):
+    """A delivery whose signature does not match, or whose timestamp is too old or too new (a replay)."""
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _key(secret: str) -> bytes:
+    # Secrets made before Standard Webhooks signing (64 hex digits) sign with their own bytes.
+    return base64.b64decode(secret[len(SECRET_PREFIX):]) if secret.startswith(SECRET_PREFIX) else secret.encode()
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: HMAC-SHA256 over ``{id}.{timestamp}.{body}``."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(_key(secret), signed, hashlib.sha256).digest()).decode()
+
+
+def verify(secret: str, headers, body: bytes, *, now: float | None = None, tolerance_s: float = TOLERANCE_S) -> None:
+    """What a receiver does: raises InvalidSignature unless ``body`` was signed with ``secret`` recently.
+
+    ``headers`` is any mapping with the webhook-* headers (case as sent).
+    """
+    lowered = {name.lower(): value for name, value in headers.items()}
+    try:
+        message_id, timestamp = lowered["webhook-id"], int(lowered["webhook-timestamp"])
+        signatures = lowered["webhook-signature"].split()
+    except (KeyError, ValueError):
+        raise InvalidSignature("missing or malformed webhook-id / webhook-timestamp / webhook-signature")
+    now = time.time() if now is None else now
+    if abs(now - timestamp) > tolerance_s:
+        raise InvalidSignature(f"timestamp {timestamp} is more than {tolerance_s:.0f} s from now")
+    expected = sign(secret, message_id, timestamp, body)
+    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+        raise InvalidSignature("no signature matches")
 
 
 def encode(payload: dict) -> bytes:
@@ -102,7 +147,7 @@ def sweep_missed(*, min_age_s: float) -> int:
       scheduling failed before the delivery was recorded;
     - a delivery never attempted: its message was lost after it was recorded.
     A delivery that was merely slow may be sent twice; receivers dedupe on
-    X-Faceindex-Delivery.
+    webhook-id.
     """
     cutoff = timezone.now() - timedelta(seconds=min_age_s)
     resent = 0
@@ -129,12 +174,14 @@ def attempt(delivery_id: int) -> bool:
     if delivery.status != WebhookDelivery.Status.PENDING:
         return False
     body = encode(delivery.payload)
+    message_id, timestamp = str(delivery.pk), int(time.time())
     request = urllib.request.Request(delivery.url, data=body, method="POST", headers={
         "Content-Type": "application/json",
         "User-Agent": "faceindex-webhook/1",
         "X-Faceindex-Event": delivery.event,
-        "X-Faceindex-Delivery": str(delivery.pk),
-        "X-Faceindex-Signature": sign(endpoint_for(delivery.owner).secret, body),
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(endpoint_for(delivery.owner).secret, message_id, timestamp, body),
     })
     started = time.monotonic()
     status_code, error = None, ""

@@ -1,6 +1,7 @@
 """Completion webhooks: HMAC-signed, retried with backoff, logged; a real HTTP server on 127.0.0.1."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -9,6 +10,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from backend.jobs import webhooks
 
 from .conftest import files_payload, wait_for_job
 
@@ -25,7 +28,8 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
+                receiver.requests.append({"path": self.path, "body": body,
+                                          "headers": {name.lower(): value for name, value in self.headers.items()},
                                           "at": time.monotonic()})
                 self.send_response(500 if len(receiver.requests) == 1 else 200)
                 self.end_headers()
@@ -55,7 +59,7 @@ def test_completion_webhook_is_signed_retried_and_logged(api, sample_archive, re
     endpoint = api.put("/api/v1/webhook", {"url": f"{receiver.url}/owner-default"}, format="json")
     assert endpoint.status_code == 200, endpoint.content
     secret = endpoint.json()["secret"]
-    assert len(secret) == 64 and api.get("/api/v1/webhook").json()["secret"] == secret
+    assert secret.startswith("whsec_") and api.get("/api/v1/webhook").json()["secret"] == secret
 
     photo = (sample_archive.archive_dir / "2021/hanks-large.jpg").read_bytes()
     payload = {**files_payload({"h.jpg": photo}), "webhook_url": f"{receiver.url}/this-job"}
@@ -66,9 +70,10 @@ def test_completion_webhook_is_signed_retried_and_logged(api, sample_archive, re
     assert first["body"] == second["body"]  # a retry sends the same bytes
     assert second["at"] - first["at"] >= 0.9  # backoff (jittered within the upper half of 2 s), not a hot loop
     for request in (first, second):
-        expected = "sha256=" + hmac.new(secret.encode(), request["body"], hashlib.sha256).hexdigest()
-        assert hmac.compare_digest(request["headers"]["X-Faceindex-Signature"], expected)
-        assert request["headers"]["X-Faceindex-Event"] == "job.completed"
+        verify_like_the_readme(secret, request["headers"], request["body"])
+        webhooks.verify(secret, request["headers"], request["body"])
+        assert request["headers"]["x-faceindex-event"] == "job.completed"
+    assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"]  # one delivery, retried
     body = json.loads(second["body"])
     assert body["event"] == "job.completed" and body["job"]["job_id"] == job["id"]
     assert body["job"]["processed"] == 1 and body["job"]["faces"] == job["faces_found"] == 1
@@ -84,7 +89,7 @@ def test_completion_webhook_is_signed_retried_and_logged(api, sample_archive, re
     assert delivery["status"] == "delivered" and delivery["delivered_at"]
     assert [a["status_code"] for a in delivery["attempts"]] == [500, 200]
     assert delivery["url"] == f"{receiver.url}/this-job"
-    assert str(delivery["id"]) == first["headers"]["X-Faceindex-Delivery"]
+    assert str(delivery["id"]) == first["headers"]["webhook-id"]
 
     # The owner's default URL is used when the job names none.
     wait_for_job(api, api.post("/api/v1/jobs", files_payload({"again.jpg": photo + b"\0"}),
@@ -93,8 +98,37 @@ def test_completion_webhook_is_signed_retried_and_logged(api, sample_archive, re
     assert receiver.requests[2]["path"] == "/owner-default"
 
 
+def verify_like_the_readme(secret: str, headers, body: bytes, tolerance_s: int = 300) -> None:
+    """The receiver in README.md ("Completion webhooks"), standard library only."""
+    headers = {k.lower(): v for k, v in headers.items()}
+    msg_id, ts = headers["webhook-id"], headers["webhook-timestamp"]
+    assert abs(time.time() - int(ts)) <= tolerance_s, "stale or future timestamp: refuse (replay)"
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    expected = base64.b64encode(hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()).decode()
+    assert any(hmac.compare_digest(f"v1,{expected}", sig) for sig in headers["webhook-signature"].split())
+
+
+def test_the_signature_covers_id_timestamp_and_body_so_a_replay_is_refused():
+    secret = webhooks.new_secret()
+    body = b'{"event":"job.completed"}'
+    sent_at = 1_700_000_000
+    headers = {"webhook-id": "42", "webhook-timestamp": str(sent_at),
+               "webhook-signature": webhooks.sign(secret, "42", sent_at, body)}
+    webhooks.verify(secret, headers, body, now=sent_at + 10)  # fresh and intact: accepted
+    with pytest.raises(webhooks.InvalidSignature, match="timestamp"):
+        webhooks.verify(secret, headers, body, now=sent_at + 3600)  # the same bytes an hour later: a replay
+    with pytest.raises(webhooks.InvalidSignature, match="no signature matches"):
+        webhooks.verify(secret, headers, body + b" ", now=sent_at)  # body changed
+    with pytest.raises(webhooks.InvalidSignature, match="no signature matches"):
+        webhooks.verify(secret, {**headers, "webhook-id": "43"}, body, now=sent_at)  # id changed
+    with pytest.raises(webhooks.InvalidSignature, match="no signature matches"):
+        # A replayer who moves the timestamp forward cannot re-sign it.
+        webhooks.verify(secret, {**headers, "webhook-timestamp": str(sent_at + 3600)}, body, now=sent_at + 3600)
+    with pytest.raises(webhooks.InvalidSignature, match="no signature matches"):
+        webhooks.verify(webhooks.new_secret(), headers, body, now=sent_at)  # another owner's secret
+
+
 def test_webhooks_to_the_services_own_network_are_refused_unless_allowed(api, receiver, settings):
-    from backend.jobs import webhooks
     from backend.jobs.models import Job, WebhookDelivery
 
     settings.FACEINDEX_WEBHOOK_ALLOW_PRIVATE = False

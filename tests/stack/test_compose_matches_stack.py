@@ -6,18 +6,23 @@ import yaml
 from deploy.stack import Stack
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
-DJANGO_ONLY = {"DJANGO_SECRET_KEY", "DJANGO_DEBUG", "DJANGO_ALLOWED_HOSTS"}
+DJANGO_ONLY = {"DJANGO_SECRET_KEY", "DJANGO_DEBUG", "DJANGO_ALLOWED_HOSTS", "DJANGO_SETTINGS_MODULE"}
 
 
 def test_api_and_worker_get_the_embedded_stacks_variable_names():
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
     stack_names = set(Stack.for_tests().env())
-    for service in ("api", "worker"):
+    for service in ("api", "worker", "beat"):
         assert set(services[service]["environment"]) == stack_names | DJANGO_ONLY, service
 
 
 def test_worker_runs_celery_and_api_runs_gunicorn():
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
-    assert services["worker"]["command"][:3] == ["celery", "-A", "workers.celery_app"]
+    assert services["worker"]["command"][:4] == ["celery", "-A", "workers", "worker"]
+    assert services["beat"]["command"][:4] == ["celery", "-A", "backend.config.celery", "beat"]
+    assert services["worker"]["environment"]["DJANGO_SETTINGS_MODULE"] == "backend.config.settings_production"
     assert "gunicorn backend.config.wsgi" in " ".join(services["api"]["command"])
     assert services["db"]["image"].startswith("pgvector/pgvector:")
+    # Every app service reports its health: compose waits on it and restarts what fails.
+    assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+    assert "inspect ping" in " ".join(services["worker"]["healthcheck"]["test"])
