@@ -106,9 +106,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "backend.core.pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "backend.core.errors.exception_handler",
-    # Per-user limits on the endpoints that run models or accept uploads
-    # (views name their scope); rates from FACEINDEX_THROTTLE_* below.
-    "DEFAULT_THROTTLE_RATES": {},
+    # Per-user limits on the endpoints that run models or accept uploads:
+    # views name their throttle_scope, FACEINDEX_THROTTLE_<SCOPE> its rate.
+    "DEFAULT_THROTTLE_CLASSES": ["backend.core.throttles.ScopedUserThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
@@ -232,14 +232,6 @@ TUNABLES = [
     Tunable("FACEINDEX_LOG_FORMAT", str, "json", "'json' (one object per line, with job/image/task ids) or 'text'"),
 ]
 globals().update({tunable.name: tunable.read() for tunable in TUNABLES})
-
-# Each throttled view names its scope; see backend/core/throttles.py.
-REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
-    "search": FACEINDEX_THROTTLE_SEARCH or None,  # noqa: F821 (set from TUNABLES)
-    "verify": FACEINDEX_THROTTLE_VERIFY or None,  # noqa: F821
-    "enroll": FACEINDEX_THROTTLE_ENROLL or None,  # noqa: F821
-    "jobs": FACEINDEX_THROTTLE_JOBS or None,  # noqa: F821
-}
 
 # Logs: one JSON object per line (API and workers), carrying the request, task,
 # job and image ids in effect (backend/core/logs.py); FACEINDEX_LOG_FORMAT=text for humans.

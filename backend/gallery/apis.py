@@ -61,6 +61,7 @@ class IdentityDetailApi(APIView):
 
 
 class IdentityEnrollApi(APIView):
+    throttle_scope = "enroll"
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(request={"multipart/form-data": {"type": "object", "properties": {
@@ -188,6 +189,7 @@ def _one_upload(request, field: str, *, required: bool = True) -> Upload | None:
 
 class VerifyApi(APIView):
     """1:1: file_a vs file_b, or file_a vs identity_id."""
+    throttle_scope = "verify"
 
     parser_classes = [MultiPartParser, FormParser]
 
@@ -203,6 +205,7 @@ class VerifyApi(APIView):
 
 class SearchApi(APIView):
     """1:N: file (largest face, or faces=all) -> top-k identities and faces."""
+    throttle_scope = "search"
 
     parser_classes = [MultiPartParser, FormParser]
 

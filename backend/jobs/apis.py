@@ -57,6 +57,7 @@ def _webhook_url(raw) -> str:
 
 
 class JobListApi(APIView):
+    throttle_scope = "jobs"  # POST only: listing jobs is not limited
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
     @extend_schema(responses=JobSerializer(many=True))

@@ -12,7 +12,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections
 
+from backend.core.logs import log_context
 from backend.jobs import listing, processing, queueing, services, webhooks
+from backend.jobs.models import Image
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,13 @@ def process_image(self, image_id: int) -> None:
 
 
 def _process(self, image_ids: list[int]) -> None:
+    job_ids = sorted(set(Image.objects.filter(pk__in=image_ids).values_list("job_id", flat=True)))
+    with log_context(image_ids=image_ids, job_id=job_ids[0] if len(job_ids) == 1 else job_ids):
+        log.info("processing %d images (attempt %d)", len(image_ids), self.request.retries + 1)
+        _process_batch(self, image_ids)
+
+
+def _process_batch(self, image_ids: list[int]) -> None:
     try:
         processing.process_images(image_ids, worker_name=self.request.hostname)
     except SoftTimeLimitExceeded:
@@ -63,16 +72,18 @@ def _process(self, image_ids: list[int]) -> None:
 @shared_task(name=queueing.LIST_SOURCE_TASK, acks_late=True)
 def list_source(job_id: int, token: str) -> None:
     """List an import source on for a while, then hand over to a fresh message."""
-    if listing.continue_listing(job_id, token):
-        queueing.send_listing_task(job_id)
+    with log_context(job_id=job_id):
+        if listing.continue_listing(job_id, token):
+            queueing.send_listing_task(job_id)
 
 
 @shared_task(name="faceindex.deliver_webhook", bind=True, acks_late=True, max_retries=None,
              retry_backoff=settings.FACEINDEX_WEBHOOK_BACKOFF_S, retry_backoff_max=settings.FACEINDEX_WEBHOOK_BACKOFF_MAX_S,
              retry_jitter=True)
 def deliver_webhook(self, delivery_id: int) -> None:
-    if webhooks.attempt(delivery_id):
-        raise self.retry(countdown=backoff(self))
+    with log_context(delivery_id=delivery_id):
+        if webhooks.attempt(delivery_id):
+            raise self.retry(countdown=backoff(self))
 
 
 @shared_task(name="faceindex.sweep_lost_images", acks_late=True)

@@ -1,0 +1,30 @@
+"""Per-user request limits on the endpoints that run the models or take uploads.
+
+A view opts in with ``throttle_scope`` ("search", "verify", "enroll", "jobs");
+its rate is FACEINDEX_THROTTLE_<SCOPE> ("N/second|minute|hour|day", empty for
+none), read on every request so a settings change applies at once. Only
+writes count (POST): reading a job's progress is never limited. Counters live
+in the shared cache (Redis), so the limit holds across API processes. A
+throttled request gets 429 with Retry-After (DRF) in the API's error shape.
+"""
+from django.conf import settings
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.throttling import UserRateThrottle
+
+
+class ScopedUserThrottle(UserRateThrottle):
+    def __init__(self):
+        pass  # the rate depends on the view: set in allow_request
+
+    def get_rate(self):
+        return getattr(settings, f"FACEINDEX_THROTTLE_{self.scope.upper()}", "") or None
+
+    def allow_request(self, request, view):
+        self.scope = getattr(view, "throttle_scope", None)
+        if not self.scope or request.method in SAFE_METHODS:
+            return True
+        self.rate = self.get_rate()
+        if self.rate is None:
+            return True
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request, view)
