@@ -95,7 +95,8 @@ faceindex is running (demo wall time {time.monotonic() - started:.0f}s, indexing
   admin      {base}/admin/           user '{ADMIN_USER}', password '{ADMIN_PASSWORD}'
   workers    {WORKER_COUNT}, logs: {processes.log_file('worker-0', stack.var_dir)} …
   beat       sweeps every {env.get('FACEINDEX_SWEEP_INTERVAL_S', '300')} s, log: {processes.log_file('beat', stack.var_dir)}
-Index your own photos:  .venv/bin/python manage.py index PATH --enroll PEOPLE_DIR --wait
+Index your own photos:  eval "$(.venv/bin/python -m deploy.stack env)"
+                        .venv/bin/python manage.py index PATH --enroll PEOPLE_DIR --wait
 Stop everything:        make stop""")
     return 0
 

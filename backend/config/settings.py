@@ -186,14 +186,14 @@ def _list(raw: str) -> list[str]:
 TUNABLES = [
     # Ingest limits.
     Tunable("FACEINDEX_MAX_UPLOAD_BYTES", int, 50 * 1024 * 1024, "largest file accepted (bytes), uploads and imported files alike"),
-    Tunable("FACEINDEX_MAX_PIXELS", int, 60_000_000, "largest decoded image (pixels); bigger ones fail as image_too_large"),
+    Tunable("FACEINDEX_MAX_PIXELS", int, 60_000_000, "largest decoded image (pixels); bigger ones fail as too_many_pixels"),
     Tunable("FACEINDEX_ZIP_MAX_ENTRIES", int, 100_000, "most files one zip upload may hold"),
     Tunable("FACEINDEX_ZIP_MAX_TOTAL_BYTES", int, 20 * 1024**3, "most bytes one zip upload may expand to"),
     Tunable("FACEINDEX_ZIP_MAX_RATIO", int, 100, "highest compression ratio of a zip member (zip-bomb guard)"),
     # Matching.
     Tunable("FACEINDEX_MATCH_CANDIDATES", int, 20, "nearest templates pulled from the HNSW index per face"),
     Tunable("FACEINDEX_HNSW_EF_SEARCH", int, 100, "pgvector hnsw.ef_search: recall/speed of the nearest-template search"),
-    Tunable("FACEINDEX_AMBIGUITY_MARGIN", float, 0.03, "a match closer than this to a second identity is left unknown"),
+    Tunable("FACEINDEX_AMBIGUITY_MARGIN", float, 0.03, "the best identity must beat the runner-up by this much, else the face stays unknown"),
     Tunable("FACEINDEX_DETECTOR", str, "", "detector id in weights/manifest.toml (empty: the manifest's default)"),
     Tunable("FACEINDEX_RECOGNIZER", str, "", "recognizer id in weights/manifest.toml (empty: the default; its width must match the gallery)"),
     # Unknown-face clustering (why these values: backend/gallery/clustering.py).
