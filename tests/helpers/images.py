@@ -40,3 +40,15 @@ def package_image_bytes(name: str) -> bytes:
     from ml.package_images import insightface_images_dir
 
     return (insightface_images_dir() / name).read_bytes()
+
+
+def varied_copies(path, count: int) -> dict[str, bytes]:
+    """Distinct files of the same scene (scale and brightness vary)."""
+    base = cv2.imread(str(path))
+    files = {}
+    for i in range(count):
+        scale = 0.6 + 0.4 * (i / count)
+        img = cv2.resize(base, None, fx=scale, fy=scale)
+        img = np.clip(img.astype(np.int16) + (i % 7) - 3, 0, 255).astype(np.uint8)
+        files[f"copy-{i:03d}.jpg"] = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    return files

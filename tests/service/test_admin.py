@@ -9,7 +9,7 @@ from django.test import Client
 from backend.core import storage
 from backend.gallery.models import Identity, Merge, Template, UnknownCluster
 
-from .gallery_support import enroll, index
+from helpers.api import enroll, index
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 

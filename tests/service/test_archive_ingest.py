@@ -11,7 +11,7 @@ from backend.core import storage
 from backend.gallery.models import Face
 from backend.jobs.models import Image
 
-from .conftest import files_payload, wait_for_job, zip_bytes
+from helpers.api import files_payload, wait_for_job, zip_bytes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 
@@ -122,7 +122,7 @@ def test_already_indexed_content_is_linked_not_reprocessed(api, sample_archive, 
     assert Face.objects.filter(owner=api.user).count() == faces_before + 1
 
     # Another owner's identical photo is theirs to index.
-    from .conftest import make_client
+    from helpers.api import make_client
 
     other = make_client()
     theirs = wait_for_job(other, other.post("/api/v1/jobs", files_payload({"h.jpg": photos["2021/hanks-large.jpg"]}),

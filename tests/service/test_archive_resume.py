@@ -11,8 +11,8 @@ from backend.gallery.models import Face
 from backend.jobs import services
 from backend.jobs.models import Image, Job
 
-from .conftest import files_payload, wait_for_job
-from .test_worker_crash import varied_copies
+from helpers.api import files_payload, wait_for_job
+from helpers.images import varied_copies
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

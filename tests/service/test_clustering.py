@@ -8,7 +8,8 @@ import pytest
 
 from backend.gallery.models import Face, Template, UnknownCluster
 
-from .gallery_support import index, wait_until
+from helpers.api import index
+from helpers.gallery import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 

@@ -12,7 +12,7 @@ from backend.gallery.models import Face
 from backend.jobs import processing
 from backend.jobs.models import Image, Job
 
-from .conftest import files_payload
+from helpers.api import files_payload
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

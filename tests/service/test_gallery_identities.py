@@ -6,8 +6,8 @@ import pytest
 from backend.core import storage
 from backend.gallery.models import Face, Merge, Template
 
-from .conftest import files_payload
-from .gallery_support import enroll, faces_of, gallery_snapshot, index, wait_until
+from helpers.api import enroll, files_payload, index
+from helpers.gallery import faces_of, gallery_snapshot, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 

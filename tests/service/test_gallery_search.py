@@ -11,8 +11,8 @@ from backend.gallery.models import Face
 from backend.jobs.models import Image
 from ml.package_images import read_package_image
 
-from .conftest import make_client
-from .gallery_support import enroll, faces_of, index, small_face_in_large_photo, wait_until
+from helpers.api import enroll, index, make_client
+from helpers.gallery import faces_of, small_face_in_large_photo, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 

@@ -15,7 +15,7 @@ from backend.core import storage
 from backend.jobs import listing, services, sources
 from backend.jobs.models import Image, Job
 
-from .conftest import wait_for_job
+from helpers.api import wait_for_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,7 +8,7 @@ from backend.core.pipeline import get_pipeline
 from backend.gallery.models import Face
 from backend.jobs.models import Image, Job
 
-from .conftest import enroll_people, files_payload, make_client, read_tree, wait_for_job, zip_bytes
+from helpers.api import enroll_people, files_payload, make_client, read_tree, wait_for_job, zip_bytes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 

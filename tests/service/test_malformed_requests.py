@@ -10,7 +10,7 @@ import pytest
 
 from backend.gallery.models import Face
 
-from .gallery_support import enroll, index
+from helpers.api import enroll, index
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 

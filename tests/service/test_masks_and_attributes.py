@@ -10,7 +10,7 @@ import pytest
 from backend.gallery.models import Face, Template
 from backend.jobs.models import Image
 
-from .conftest import files_payload, wait_for_job
+from helpers.api import enroll, files_payload, wait_for_job
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 
@@ -30,13 +30,6 @@ def astronaut_photos():
     (face,) = FacePipeline.from_manifest().detect(bare)
     masked = synthesize_masked_image(bare, face.landmarks, "green")  # a fabric the classifier never trained on
     return {"bare.jpg": jpeg(bare), "masked.jpg": jpeg(masked)}
-
-
-def enroll(api, name: str, files: dict[str, bytes]) -> int:
-    identity = api.post("/api/v1/identities", {"name": name}, format="json").json()["id"]
-    response = api.post(f"/api/v1/identities/{identity}/enroll", files_payload(files), format="multipart")
-    assert response.status_code == 201, response.content
-    return identity
 
 
 def test_masked_probe_finds_the_person_enrolled_without_a_mask(api, astronaut_photos):

@@ -10,7 +10,7 @@ from django.test import Client
 
 from backend.core.logs import ContextFilter, JsonFormatter, log_context
 
-from .conftest import files_payload, make_client, wait_for_job
+from helpers.api import files_payload, make_client, wait_for_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 from backend.gallery.models import Face
 from backend.jobs.models import Image
 
-from .conftest import enroll_people, files_payload, wait_for_job
+from helpers.api import enroll_people, files_payload, wait_for_job
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 
@@ -109,7 +109,7 @@ def test_appearance_exports_page_and_stream(api, indexed):
     decoded = cv2.imdecode(__import__("numpy").frombuffer(chart.content, "uint8"), cv2.IMREAD_COLOR)
     assert decoded.shape[:2] == (320, 800)
 
-    from .conftest import make_client
+    from helpers.api import make_client
 
     other = make_client()
     assert other.get(f"/api/v1/reports/identities/{ids['Tom Hanks']}").status_code == 404

@@ -13,7 +13,7 @@ import pytest
 
 from backend.jobs import webhooks
 
-from .conftest import files_payload, wait_for_job
+from helpers.api import files_payload, wait_for_job
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 

@@ -6,31 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from backend.gallery.models import Face
 from backend.jobs.broker import broker_image_ids
 from backend.jobs.models import Image, Job
 
-from .conftest import files_payload, wait_for_job
+from helpers.api import files_payload, wait_for_job
+from helpers.images import varied_copies
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def varied_copies(path, count: int) -> dict[str, bytes]:
-    """Distinct files of the same scene (scale and brightness vary)."""
-    base = cv2.imread(str(path))
-    files = {}
-    for i in range(count):
-        scale = 0.6 + 0.4 * (i / count)
-        img = cv2.resize(base, None, fx=scale, fy=scale)
-        img = np.clip(img.astype(np.int16) + (i % 7) - 3, 0, 255).astype(np.uint8)
-        files[f"copy-{i:03d}.jpg"] = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-    return files
 
 
 def test_sigkill_mid_job_then_restart_completes_every_image_exactly_once(api, sample_archive, celery_worker_process):
@@ -64,7 +51,7 @@ TAKE_MESSAGE_AND_DIE = """
 import json, os, signal, sys
 import django
 django.setup()
-from workers.celery_app import app
+from backend.config.celery import app
 with app.connection_for_write() as connection:
     channel = connection.default_channel
     if sys.argv[1] == "unacked":

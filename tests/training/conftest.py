@@ -46,12 +46,6 @@ def _face_regions(pipeline) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def pipeline():
-    from ml.pipeline import FacePipeline
-    return FacePipeline.from_manifest()
-
-
-@pytest.fixture(scope="session")
 def tiny_faces_dir(tmp_path_factory, pipeline):
     root = tmp_path_factory.mktemp("tiny_faces")
     for i, region in enumerate(_face_regions(pipeline)):

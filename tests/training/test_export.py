@@ -117,8 +117,8 @@ def test_eval_verify_runs_with_the_overlay_model(overlay_env, tiny_faces_dir, tm
     different = [f"{a}\t1\t{b}\t2" for a, b in zip(people, people[1:] + people[:1])]
     (tmp_path / "pairs.txt").write_text("\n".join(["1\t6", *same, *different]) + "\n")
 
-    assert main(["verify", "--pairs", str(tmp_path / "pairs.txt"), "--root", str(tmp_path),
-                 "--model", MODEL_ID]) == 0
+    main(["verify", "--pairs", str(tmp_path / "pairs.txt"), "--root", str(tmp_path), "--model", MODEL_ID])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["recognizer"] == MODEL_ID and report["pairs"] == 9 and report["images"] == 9
-    assert 0.0 <= report["auc"] <= 1.0
+    # Pairs of identities it trained on: the exported model separates them better than chance.
+    assert report["auc"] > 0.5, report
