@@ -176,7 +176,7 @@ def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_
     from backend.jobs.models import Image, Job
     from backend.jobs.services import Upload
     from backend.reports import selectors
-    from workers.celery_app import app
+    from backend.config.celery import app
 
     user = get_user_model().objects.create_user(username=f"bench-{workers}w-{int(time.time())}")
     for person in sorted(p for p in enroll_dir.iterdir() if p.is_dir()):
@@ -189,7 +189,7 @@ def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_
     nodes = [f"bench-{workers}-{i}@faceindex" for i in range(workers)]
     log = open(log_dir / f"worker-{workers}.log", "ab")
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool=solo", "-n", node,
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=solo", "-n", node,
          "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=REPO_ROOT, env={"FACEINDEX_WORKER_THREADS": str(max(1, (os.cpu_count() or 1) // workers)), **env},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True) for node in nodes]
@@ -383,7 +383,7 @@ def main() -> int:
 
     stack = Stack(args.var_dir, StackPorts.from_base(args.port_base))
     stack.start()
-    env = {**os.environ, **stack.env(), "DJANGO_SETTINGS_MODULE": "backend.config.settings",
+    env = {**os.environ, **stack.env(), "DJANGO_SETTINGS_MODULE": "backend.config.settings_dev",
            "FACEINDEX_IMPORT_ROOTS": str(work), "FACEINDEX_SWEEP_INTERVAL_S": "0", "PYTHONUNBUFFERED": "1"}
     if args.batch_size:
         env["FACEINDEX_BATCH_SIZE"] = str(args.batch_size)

@@ -59,7 +59,7 @@ def main() -> int:
 
     stack = Stack(args.var_dir, StackPorts.from_base(args.port_base))
     stack.start()
-    os.environ.update({**stack.env(), "DJANGO_SETTINGS_MODULE": "backend.config.settings",
+    os.environ.update({**stack.env(), "DJANGO_SETTINGS_MODULE": "backend.config.settings_dev",
                        "FACEINDEX_IMPORT_ROOTS": str(work), "FACEINDEX_SWEEP_INTERVAL_S": "0"})
     try:
         import django

@@ -38,7 +38,13 @@ def clustered_vectors(n: int, people: int, rng: np.random.Generator, noise: floa
 def connect():
     import django
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings")
+    from deploy.stack import Stack
+
+    # Settings read only the environment: the running dev stack's connection
+    # variables (`python -m deploy.stack start` in `make bench`), unless set.
+    for name, value in Stack.from_env().env().items():
+        os.environ.setdefault(name, value)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings_dev")
     django.setup()
     import psycopg
     from django.conf import settings

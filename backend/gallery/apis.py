@@ -7,8 +7,7 @@ from rest_framework.views import APIView
 
 from backend.core.errors import ServiceError
 from backend.core.pagination import Pagination
-from backend.core.uploads import uploads_from_request
-from backend.jobs.services import Upload
+from backend.core.uploads import Upload, uploads_from_request
 from backend.reports import selectors as report_selectors
 
 from . import clustering, merging, naming, search, services

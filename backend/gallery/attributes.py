@@ -10,8 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.core.pipeline import get_age_sex_estimator, get_mask_classifier, get_pipeline
+from ml.attributes.templates import enrollment_masked_template
+from ml.types import DetectedFace
 
-from .models import MaskState
+from .models import Face, MaskState
 
 MASKED_STATES = {MaskState.MASK, MaskState.MASK_INCORRECT}
 
@@ -50,8 +52,6 @@ def describe_faces(img: np.ndarray, faces: list, *, with_age_sex: bool) -> list[
 
 def masked_template_embedding(crop: np.ndarray, bare_embedding: np.ndarray) -> np.ndarray:
     """The extra enrollment template that masked probes are matched against."""
-    from ml.attributes.templates import enrollment_masked_template
-
     return enrollment_masked_template(get_pipeline(), crop, bare_embedding)
 
 
@@ -64,10 +64,6 @@ def fill_missing_age_sex(image, load_pixels) -> int:
 
     ``load_pixels`` is called only when some face needs it. Returns how many faces were filled.
     """
-    from ml.types import DetectedFace
-
-    from .models import Face
-
     faces = list(Face.objects.filter(image=image, age__isnull=True).order_by("ordinal"))
     if not faces:
         return 0

@@ -17,7 +17,10 @@ from pgvector.django import CosineDistance
 
 from backend.core.errors import ServiceError
 from backend.core.pipeline import get_pipeline
-from backend.jobs.services import Upload
+from backend.core.storage import presigned_url
+from backend.core.uploads import Upload
+from ml.decode import decode_image
+from ml.errors import ImageDecodeError
 
 from . import matching, services
 from .attributes import describe_faces, is_masked
@@ -41,9 +44,6 @@ class ProbeFace:
 
 def faces_in_upload(upload: Upload, *, field: str) -> list[ProbeFace]:
     """Faces of one uploaded photo, largest first; a clear error when it is not a photo with a face."""
-    from ml.decode import decode_image
-    from ml.errors import ImageDecodeError
-
     data = upload.fileobj.read()
     if len(data) > settings.FACEINDEX_MAX_UPLOAD_BYTES:
         raise ServiceError("too_large", f"{upload.name} is larger than {settings.FACEINDEX_MAX_UPLOAD_BYTES} bytes", field=field, status_code=413)
@@ -95,8 +95,6 @@ def _nearest_faces(owner_id: int, embedding, k: int) -> list[Face]:
 
 def search(*, owner, probe: Upload, k: int = 5, all_faces: bool = False) -> dict:
     """Top-k identities (per-identity best template) and top-k faces for the probe's largest face, or all faces."""
-    from backend.core.storage import presigned_url
-
     if not 1 <= k <= MAX_K:
         raise ServiceError("invalid", f"k must be between 1 and {MAX_K}", field="k")
     threshold = float(get_pipeline().threshold)

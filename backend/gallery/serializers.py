@@ -2,6 +2,7 @@ from rest_framework import serializers
 
 from backend.core.storage import presigned_url
 
+from .clustering import sample_faces
 from .models import Template, Face, Identity
 
 
@@ -114,6 +115,4 @@ class ClusterSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
     def get_samples(self, obj) -> list[dict]:
-        from .clustering import sample_faces
-
         return [{"face_id": f.pk, "image_id": f.image_id, "crop_url": presigned_url(f.crop_key)} for f in sample_faces(obj)]

@@ -1,5 +1,7 @@
 import json
 
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db.models import Count
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
@@ -9,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backend.core.errors import ServiceError
+from backend.core.pagination import Pagination
 from backend.core.params import body_object, id_param
 from backend.core.uploads import uploads_from_request
 from backend.gallery.models import Face, MaskState
@@ -23,8 +26,6 @@ from .serializers import ImageSerializer, JobSerializer, WebhookDeliverySerializ
 
 def _paginate(view, request, queryset, serializer_class):
     paginator = view.paginator if hasattr(view, "paginator") else None
-    from backend.core.pagination import Pagination
-
     paginator = paginator or Pagination()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
@@ -44,9 +45,6 @@ def _options(raw) -> dict:
 
 
 def _webhook_url(raw) -> str:
-    from django.core.exceptions import ValidationError
-    from django.core.validators import URLValidator
-
     if not raw:
         return ""
     try:
