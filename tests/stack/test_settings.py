@@ -71,3 +71,16 @@ def test_no_faceindex_setting_bypasses_the_tunables_table():
     declared = {tunable.name for tunable in base_settings.TUNABLES}
     undeclared = [name for name in dir(settings) if name.startswith("FACEINDEX_") and name not in declared | constants]
     assert not undeclared, f"declare these in TUNABLES (backend/config/settings.py): {undeclared}"
+
+
+def test_djangos_deployment_check_finds_only_the_opt_in_hsts_preload():
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "FACEINDEX_"))}
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--tag", "security"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120,
+                            env={**clean, "DJANGO_SETTINGS_MODULE": "backend.config.settings_production",
+                                 "DJANGO_SECRET_KEY": REAL_KEY + "-not-repeated-0123456789",
+                                 "DJANGO_ALLOWED_HOSTS": "faces.example.org"})
+    warnings = sorted(set(line.split(")")[0].lstrip("?: (") for line in result.stderr.splitlines() + result.stdout.splitlines()
+                          if line.startswith("?: (security.")))
+    # Preloading HSTS binds the domain for months: the operator opts in, not the default.
+    assert warnings == ["security.W021"], result.stdout + result.stderr
