@@ -8,7 +8,6 @@ from rest_framework.views import APIView
 from backend.core.errors import ServiceError
 from backend.core.pagination import Pagination
 from backend.core.uploads import Upload, uploads_from_request
-from backend.reports import selectors as report_selectors
 
 from . import clustering, merging, naming, search, services
 from .models import Face, Identity, Merge
@@ -91,15 +90,6 @@ class IdentityFacesApi(APIView):
         paginator = Pagination()
         page = paginator.paginate_queryset(faces.order_by("id"), request, view=self)
         return paginator.get_paginated_response(FaceSerializer(page, many=True).data)
-
-
-class IdentityReportApi(APIView):
-    def get(self, request, identity_id: int):
-        identity = services.get_identity(owner=request.user, identity_id=identity_id)
-        report = report_selectors.identity_report(owner=request.user, identity=identity, with_urls=True)
-        row = report["identities"][0] if report["identities"] else {
-            "identity_id": identity.pk, "name": identity.name, "appearances": 0, "images": 0, "mean_similarity": None, "faces": []}
-        return Response(row)
 
 
 class IdentityEnrollFacesApi(APIView):

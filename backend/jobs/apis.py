@@ -16,9 +16,8 @@ from backend.core.params import body_object, id_param
 from backend.core.uploads import uploads_from_request
 from backend.gallery.models import Face, MaskState
 from backend.gallery.serializers import FaceSerializer
-from backend.reports import selectors as report_selectors
 
-from . import services
+from . import selectors, services
 from . import webhooks
 from .models import Image, Job, WebhookDelivery
 from .serializers import ImageSerializer, JobSerializer, WebhookDeliverySerializer, WebhookEndpointSerializer
@@ -145,16 +144,6 @@ class JobImagesApi(APIView):
         return _paginate(self, request, images, ImageSerializer)
 
 
-class JobReportApi(APIView):
-    def get(self, request, job_id: int):
-        job = get_object_or_404(Job, owner=request.user, pk=job_id)
-        with_urls = request.query_params.get("urls", "false").lower() == "true"
-        return Response({
-            "summary": report_selectors.job_summary(job=job),
-            "report": report_selectors.identity_report(owner=request.user, job=job, with_urls=with_urls),
-        })
-
-
 class ImageDetailApi(APIView):
     @extend_schema(responses=ImageSerializer)
     def get(self, request, image_id: int):
@@ -171,7 +160,7 @@ class FaceListApi(APIView):
         params = request.query_params
         if (job_id := id_param(request, "job")) is not None:
             job = get_object_or_404(Job, owner=request.user, pk=job_id)
-            faces = faces.filter(pk__in=report_selectors.job_faces(job).values("pk"))  # dedup links included
+            faces = faces.filter(pk__in=selectors.job_faces(job).values("pk"))  # dedup links included
         if (image_id := id_param(request, "image")) is not None:
             faces = faces.filter(image_id=image_id)
         if (identity_id := id_param(request, "identity")) is not None:

@@ -5,7 +5,7 @@ indexed (status DONE, not itself a link). A link is an Image row of the new
 job with status DONE and ``linked_from`` pointing at the canonical image; its
 faces stay with the canonical image (never copied, so identity reports count a
 photo once and later re-matching or merging needs no fan-out). Job-scoped
-reports follow the links (reports.selectors.job_faces).
+reports follow the links (jobs.selectors.job_faces).
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def mark_linked(image: Image, canonical: Indexed) -> None:
 def faces_new_to_job(job_id: int, canonical: Indexed) -> int:
     """Faces a new link adds to the job's count: none if the job already holds them
     (the canonical image is in this job, or another link of this job points at it),
-    so job.faces_found always equals the distinct faces of reports.selectors.job_faces."""
+    so job.faces_found always equals the distinct faces of jobs.selectors.job_faces."""
     if canonical.image.job_id == job_id or Image.objects.filter(job_id=job_id, linked_from=canonical.image).exists():
         return 0
     return canonical.faces

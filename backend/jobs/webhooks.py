@@ -35,9 +35,8 @@ from django.db.models import Exists, OuterRef, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from backend.reports.selectors import job_summary
-
 from .models import Job, WebhookDelivery, WebhookEndpoint
+from .selectors import job_summary
 
 log = logging.getLogger(__name__)
 

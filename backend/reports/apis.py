@@ -7,6 +7,7 @@ from rest_framework.views import APIView
 
 from backend.core.pagination import Pagination
 from backend.core.params import id_param
+from backend.gallery import services as gallery_services
 from backend.gallery.models import Identity
 from backend.jobs.models import Job
 
@@ -91,3 +92,23 @@ class AppearanceCsvApi(APIView):
         response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="appearances.csv"'
         return response
+
+
+# Routed under jobs/ and identities/ (backend/api/urls.py); reports, so they live here.
+class JobReportApi(APIView):
+    def get(self, request, job_id: int):
+        job = get_object_or_404(Job, owner=request.user, pk=job_id)
+        with_urls = request.query_params.get("urls", "false").lower() == "true"
+        return Response({
+            "summary": selectors.job_summary(job=job),
+            "report": selectors.identity_report(owner=request.user, job=job, with_urls=with_urls),
+        })
+
+
+class IdentityReportApi(APIView):
+    def get(self, request, identity_id: int):
+        identity = gallery_services.get_identity(owner=request.user, identity_id=identity_id)
+        report = selectors.identity_report(owner=request.user, identity=identity, with_urls=True)
+        row = report["identities"][0] if report["identities"] else {
+            "identity_id": identity.pk, "name": identity.name, "appearances": 0, "images": 0, "mean_similarity": None, "faces": []}
+        return Response(row)

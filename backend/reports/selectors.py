@@ -4,21 +4,19 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterator
 
-from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models import Count, Max, Min, QuerySet
 from django.db.models.functions import TruncMonth
 
 from backend.core.storage import presigned_url
 from backend.gallery.models import Face, Identity
-from backend.jobs.models import Image, Job
+from backend.jobs.models import Job
+from backend.jobs.selectors import job_faces, job_summary
+
+__all__ = ["appearance_row", "appearances", "identity_report", "identity_statistics", "iter_appearance_rows",
+           "job_faces", "job_summary"]
 
 
 TOP_CO_OCCURRING = 10
-
-
-def job_faces(job: Job) -> QuerySet:
-    """The faces of a job's images, including those of images linked by dedup."""
-    linked = Image.objects.filter(job=job, linked_from__isnull=False).values("linked_from_id")
-    return Face.objects.filter(Q(image__job=job) | Q(image_id__in=linked))
 
 
 def _appearance(face: Face, *, with_urls: bool) -> dict:
@@ -65,36 +63,6 @@ def identity_report(*, owner, job: Job | None = None, identity: Identity | None 
         "identities": rows,
         "unknown_faces": faces.filter(identity__isnull=True).count() if identity is None else None,
         "total_faces": faces.count() if identity is None else None,
-    }
-
-
-def job_summary(*, job: Job) -> dict:
-    images = Image.objects.filter(job=job)
-    failures = list(images.filter(status=Image.Status.FAILED).order_by("id")
-                    .values("id", "original_name", "error_code", "error_message"))
-    faces = job_faces(job)
-    found = (
-        faces.filter(identity__isnull=False)
-        .values("identity_id", "identity__name")
-        .annotate(count=Count("id"), best=Max("similarity"), worst=Min("similarity"))
-        .order_by("-count", "identity__name")
-    )
-    return {
-        "job_id": job.pk,
-        "status": job.status,
-        "images": job.total_images,
-        "processed": job.processed_images,
-        "failed": job.failed_images,
-        "linked": job.linked_images,
-        "pending": max(job.total_images - job.done_images, 0),
-        "faces": faces.count(),
-        "known_faces": faces.filter(identity__isnull=False).count(),
-        "unknown_faces": faces.filter(identity__isnull=True).count(),
-        "identities": [
-            {"identity_id": r["identity_id"], "name": r["identity__name"], "faces": r["count"], "best_similarity": r["best"]}
-            for r in found
-        ],
-        "failures": failures,
     }
 
 
