@@ -16,16 +16,13 @@ from backend.core.errors import Conflict, ServiceError
 from backend.core.uploads import Upload
 
 from . import broker, completion, dedup, listing, queueing, sources
-from .completion import complete_if_done, finish_image
+from .completion import complete_if_done, finish_image  # noqa: F401 (finish_image: jobs.processing calls services.*)
 from .ingest import iter_upload
 from .models import Image, Job
 from .originals import original_key
-from .queueing import IMPORT_CHUNK, batches, enqueue_images, enqueue_job
+from .queueing import IMPORT_CHUNK, enqueue_images, enqueue_job  # noqa: F401 (enqueue_job: services.* callers)
 
 log = logging.getLogger(__name__)
-
-# Re-exported: callers (views, the index command, jobs.processing) use them as services.*.
-__all__ = ["Upload", "batches", "complete_if_done", "enqueue_images", "enqueue_job", "finish_image"]
 
 
 @dataclass(frozen=True)
