@@ -65,13 +65,16 @@ def test_log_lines_are_json_with_the_bound_ids():
 
 
 def test_the_worker_logs_json_lines_carrying_task_job_and_image_ids(api, sample_archive, celery_worker_process):
+    log_path = Path(celery_worker_process.log_path)
+    start = log_path.stat().st_size  # the log outlives sessions, whose ids restart: read only this test's lines
     photo = (sample_archive.archive_dir / "2021/hanks-large.jpg").read_bytes()
     job = wait_for_job(api, api.post("/api/v1/jobs", files_payload({"logged.jpg": photo}), format="multipart").json()["id"])
     from backend.jobs.models import Image
 
     image_id = Image.objects.get(job_id=job["id"]).pk
-    lines = [json.loads(line) for line in Path(celery_worker_process.log_path).read_text().splitlines()
-             if line.startswith("{")]
+    with open(log_path, "rb") as log:
+        log.seek(start)
+        lines = [json.loads(line) for line in log.read().decode(errors="replace").splitlines() if line.startswith("{")]
     mine = [line for line in lines if image_id in line.get("image_ids", [])]
     assert mine, "no worker log line names the image"
     assert all(line["job_id"] == job["id"] and line["task_id"] for line in mine)
