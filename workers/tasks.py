@@ -144,8 +144,10 @@ def _sweep_forever(app, interval: float) -> None:
     while True:
         try:
             _sweep_once(app)
-        except Exception:  # the broker or the database is down: try again next round
-            log.warning("sweep failed", exc_info=True)
+        except Exception as exc:  # the broker or the database is down: try again next round
+            from backend.core import outages
+
+            log.warning("sweep failed: %s: %s", type(exc).__name__, exc, exc_info=not outages.is_outage(exc))
         if _sweeper_stop.wait(interval):
             return
 

@@ -111,7 +111,7 @@ MIDDLEWARE = [
 ]
 
 if not DEBUG:
-    # Serves admin and API-docs static files under gunicorn (runserver does it when DEBUG).
+    # Serves admin and API-docs static files under gunicorn (collectstatic fills STATIC_ROOT).
     MIDDLEWARE.insert(2, "whitenoise.middleware.WhiteNoiseMiddleware")
 
 ROOT_URLCONF = "backend.config.urls"
