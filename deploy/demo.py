@@ -72,7 +72,8 @@ def main() -> int:
     hostname = os.uname().nodename
     for index in range(WORKER_COUNT):
         # A fixed node name per slot: a restarted worker re-queues what its predecessor held.
-        processes.start_background(f"worker-{index}", [sys.executable, "-m", "celery", "-A", "workers.celery_app",
+        # Niced: indexing is background work; API requests beside it get the CPU first.
+        processes.start_background(f"worker-{index}", ["nice", "-n", "10", sys.executable, "-m", "celery", "-A", "workers.celery_app",
                                                        "worker", "--loglevel=INFO", "--pool=solo",
                                                        "-n", f"demo-worker-{index}@{hostname}"],
                                    env=env, var_dir=stack.var_dir)

@@ -12,7 +12,10 @@ import os
 
 bind = os.environ.get("FACEINDEX_API_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("FACEINDEX_API_PROCESSES", "2"))
-threads = int(os.environ.get("FACEINDEX_API_THREADS", "8"))
+# Threads, not processes, carry the concurrency: a search waiting for the models
+# (one inference at a time per process) holds a thread, so there are enough of them
+# for every client of a busy UI to have a request in flight.
+threads = int(os.environ.get("FACEINDEX_API_THREADS", "32"))
 worker_class = "gthread"
 backlog = int(os.environ.get("FACEINDEX_API_BACKLOG", "2048"))
 timeout = 120
