@@ -24,8 +24,8 @@ from deploy.ports import StackPorts
 from deploy.processes import REPO_ROOT
 from deploy.stack import Stack
 
-# Beside the test stack's port set (default 15500), neither it nor the demo's (15400).
-SELF_TEST_PORT_BASE = int(os.environ.get("FACEINDEX_TEST_PORT_BASE") or 15500) + 100
+# Beside the test stack's port set (default 15500 + 60), clear of it, the demo's (15400) and a demo at base + 100.
+SELF_TEST_PORT_BASE = int(os.environ.get("FACEINDEX_TEST_PORT_BASE") or 15500) + 60
 # Under the repo's var/, not pytest's tmp dir: as root, PostgreSQL runs as its
 # own user, and pytest re-closes its temp root (0700) whenever any session starts.
 SELF_TEST_VAR_DIR = REPO_ROOT / "var" / "stack-selftest"
@@ -123,7 +123,8 @@ def test_no_port_of_the_stack_serves_lists_or_deletes_stored_objects_without_cre
             status, body = _anonymous(port, "GET", path)
             answering += status != 0
             assert secret not in body, f"127.0.0.1:{port}{path} served the object to an anonymous request"
-            assert b"crops" not in body and b"0.jpg" not in body, f"127.0.0.1:{port}{path} listed the bucket"
+            if "crops" not in path:  # an error may echo the path asked for; a listing names what is stored
+                assert b"crops" not in body, f"127.0.0.1:{port}{path} listed the bucket"
         for method in ("DELETE", "PUT", "POST"):
             _anonymous(port, method, f"/buckets/{bucket}/{key}")
             _anonymous(port, method, f"/{bucket}/{key}")
