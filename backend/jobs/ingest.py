@@ -13,7 +13,7 @@ from django.conf import settings
 from backend.core.errors import ServiceError
 
 ZIP_MAGIC = b"PK\x03\x04"
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"}
 
 
 @dataclass(frozen=True)
