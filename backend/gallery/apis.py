@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backend.core.errors import ServiceError
-from backend.core.pagination import Pagination
+from backend.core.pagination import PAGE_PARAMETERS, Pagination, paginated
 from backend.core.uploads import uploads_from_request
 from backend.jobs.services import Upload
 from backend.reports import selectors as report_selectors
@@ -22,7 +22,7 @@ from .serializers import (
 class IdentityListApi(APIView):
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
-    @extend_schema(responses=IdentitySerializer(many=True))
+    @extend_schema(responses=paginated(IdentitySerializer), parameters=PAGE_PARAMETERS)
     def get(self, request):
         identities = Identity.objects.filter(owner=request.user).annotate(
             template_count=Count("templates", filter=Q(templates__masked=False), distinct=True), face_count=Count("faces", distinct=True)
@@ -84,7 +84,7 @@ class IdentityEnrollApi(APIView):
 
 
 class IdentityFacesApi(APIView):
-    @extend_schema(responses=FaceSerializer(many=True))
+    @extend_schema(responses=paginated(FaceSerializer), parameters=PAGE_PARAMETERS)
     def get(self, request, identity_id: int):
         identity = services.get_identity(owner=request.user, identity_id=identity_id)
         faces = Face.objects.filter(owner=request.user, identity=identity).select_related("identity", "image")
@@ -125,7 +125,7 @@ class IdentityMergeApi(APIView):
 
 
 class MergeListApi(APIView):
-    @extend_schema(responses=MergeSerializer(many=True))
+    @extend_schema(responses=paginated(MergeSerializer), parameters=PAGE_PARAMETERS)
     def get(self, request):
         merges = Merge.objects.filter(owner=request.user).select_related("target")
         paginator = Pagination()
@@ -218,7 +218,7 @@ class SearchApi(APIView):
 
 
 class ClusterListApi(APIView):
-    @extend_schema(responses=ClusterSerializer(many=True))
+    @extend_schema(responses=paginated(ClusterSerializer), parameters=PAGE_PARAMETERS)
     def get(self, request):
         # Catch up on faces no background task has clustered yet (bounded per request).
         clustering.cluster_pending(request.user.pk, limit=500)

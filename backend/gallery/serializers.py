@@ -21,7 +21,7 @@ class IdentitySerializer(serializers.ModelSerializer):
 
 
 class IdentityInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=255)
+    name = serializers.CharField(min_length=1, max_length=255)
 
 
 class FaceSerializer(serializers.ModelSerializer):
@@ -103,7 +103,7 @@ class TagFaceInputSerializer(serializers.Serializer):
 
 
 class NameClusterInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=255, required=False)
+    name = serializers.CharField(min_length=1, max_length=255, required=False)
     identity_id = serializers.IntegerField(min_value=1, required=False)
 
 
