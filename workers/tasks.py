@@ -86,6 +86,13 @@ def rematch_faces(owner_id: int, *, face_ids=None, template_ids=None, identity_i
     return services.rematch(owner_id=owner_id, face_ids=face_ids, template_ids=template_ids, identity_ids=identity_ids)
 
 
+@shared_task(name="faceindex.run_enrollment", base=OutageSafeTask, acks_late=True)
+def run_enrollment(enrollment_id: int) -> int:
+    from backend.gallery import services
+
+    return services.run_enrollment(enrollment_id).enrolled
+
+
 @shared_task(name="faceindex.deliver_webhook", base=OutageSafeTask, bind=True, acks_late=True, max_retries=None)
 def deliver_webhook(self, delivery_id: int) -> None:
     from backend.jobs import webhooks
@@ -118,6 +125,7 @@ def _sweep_once(app) -> None:
     from django.conf import settings
     from django.db import close_old_connections
 
+    from backend.gallery import services as gallery_services
     from backend.jobs import services, webhooks
 
     with app.connection_for_write() as connection:
@@ -131,6 +139,7 @@ def _sweep_once(app) -> None:
     try:
         if outbox_turn:
             services.send_outbox()
+            gallery_services.send_enrollment_outbox(min_age_s=settings.FACEINDEX_OUTBOX_MIN_AGE_S)
             services.resume_stalled_listings(min_age_s=services.LISTING_QUIET_AT_RESTART_S * 2)
         if sweep_turn:
             services.sweep_lost_images()

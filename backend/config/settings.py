@@ -145,6 +145,9 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 1000
+# An enrollment with more images than this (zip members counted) runs in the
+# background: POST .../enroll answers 202 and GET /enrollments/{id} shows progress.
+FACEINDEX_ENROLL_SYNC_MAX_FILES = int(setting("FACEINDEX_ENROLL_SYNC_MAX_FILES", "50"))
 # The whole request body, files included (backend/core/middleware.py); 0 = no cap.
 FACEINDEX_MAX_REQUEST_BYTES = int(setting("FACEINDEX_MAX_REQUEST_BYTES", str(256 * 1024 * 1024)))
 CSRF_FAILURE_VIEW = "backend.core.errors.csrf_failure"

@@ -1,20 +1,21 @@
 from django.db.models import Count, Q
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from backend.core.errors import ServiceError
+from backend.core.errors import NotFound, ServiceError
 from backend.core.pagination import PAGE_PARAMETERS, Pagination, paginated
 from backend.core.uploads import uploads_from_request
 from backend.jobs.services import Upload
 from backend.reports import selectors as report_selectors
 
 from . import clustering, merging, search, services
-from .models import Face, Identity, Merge
+from .models import Enrollment, Face, Identity, Merge
 from .serializers import (
-    ClusterSerializer, FaceIdsSerializer, FaceSerializer, IdentityInputSerializer, IdentitySerializer, MergeInputSerializer,
+    ClusterSerializer, EnrollmentSerializer, FaceIdsSerializer, FaceSerializer, IdentityInputSerializer, IdentitySerializer, MergeInputSerializer,
     MergeSerializer, NameClusterInputSerializer, OptionalIdentitySerializer, TagFaceInputSerializer,
 )
 
@@ -64,10 +65,14 @@ class IdentityEnrollApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(request={"multipart/form-data": {"type": "object", "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}})
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+        responses={201: OpenApiTypes.OBJECT, 202: EnrollmentSerializer, 422: OpenApiTypes.OBJECT})
     def post(self, request, identity_id: int):
         identity = services.get_identity(owner=request.user, identity_id=identity_id)
-        summary = services.enroll_from_uploads(identity=identity, uploads=uploads_from_request(request))
+        summary = services.enroll(identity=identity, uploads=uploads_from_request(request))
+        if isinstance(summary, Enrollment):  # too many images for one request: a worker enrolls them
+            return Response(EnrollmentSerializer(summary).data, status=status.HTTP_202_ACCEPTED,
+                            headers={"Location": f"/api/v1/enrollments/{summary.pk}"})
         body = {
             "identity": IdentitySerializer(identity).data,
             "enrolled": summary.enrolled,
@@ -81,6 +86,17 @@ class IdentityEnrollApi(APIView):
             first = next((r.error for r in summary.results if r.error), {"code": "no_face", "message": "nothing enrolled"})
             body["error"] = {"code": first["code"], "message": f"no image could be enrolled: {first['message']}", "field": "files"}
         return Response(body, status=code)
+
+
+class EnrollmentDetailApi(APIView):
+    """Progress of a background enrollment (POST .../enroll with many images answers 202 with one)."""
+
+    @extend_schema(responses=EnrollmentSerializer)
+    def get(self, request, enrollment_id: int):
+        enrollment = Enrollment.objects.filter(owner=request.user, pk=enrollment_id).first()
+        if enrollment is None:
+            raise NotFound("not_found", f"enrollment {enrollment_id} not found")
+        return Response(EnrollmentSerializer(enrollment).data)
 
 
 class IdentityFacesApi(APIView):
