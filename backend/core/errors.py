@@ -14,6 +14,10 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from . import outages
+
+log = logging.getLogger(__name__)
+
 
 class ServiceError(Exception):
     """A business-rule violation raised by a service; maps to a 4xx response."""
@@ -51,8 +55,6 @@ def error_body(code: str, message: str, field: str | None = None) -> dict:
     return {"error": {"code": code, "message": message, "field": field}}
 
 
-log = logging.getLogger(__name__)
-
 # Django refuses these while parsing the request: a 4xx with its own code.
 SUSPICIOUS_REQUESTS = [
     (TooManyFilesSent, "too_many_files", "too many files in one request", status.HTTP_400_BAD_REQUEST),
@@ -63,8 +65,6 @@ SUSPICIOUS_REQUESTS = [
 
 
 def exception_handler(exc, context):
-    from . import outages
-
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.code, exc.message, exc.field), status=exc.status_code)
     if isinstance(exc, SuspiciousOperation):
