@@ -17,7 +17,7 @@ from django.db.models import Max
 from django.utils import timezone
 from pgvector.django import CosineDistance
 
-from backend.core import storage
+from backend.core import outages, storage
 from backend.core.errors import NotFound, ServiceError
 from backend.core.pipeline import encode_jpeg, get_pipeline
 from backend.jobs.services import Upload, original_key
@@ -170,7 +170,6 @@ def enroll(*, identity: Identity, uploads: list[Upload]) -> EnrollSummary | Enro
 
 def send_enrollment(enrollment_id: int) -> None:
     """Hand the enrollment to a worker; with the broker down it stays in the outbox (queued_at unset)."""
-    from backend.core import outages
     from workers.celery_app import app
 
     try:

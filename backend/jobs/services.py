@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from backend.core import storage
+from backend.core import outages, storage
 from backend.core.errors import Conflict, ServiceError
 
 from . import dedup
@@ -202,7 +202,6 @@ def enqueue_images(image_ids: Iterable[int]) -> int:
     that is the outbox, which the workers' outbox sweep sends once the broker
     answers again (send_outbox). The caller's request still succeeds.
     """
-    from backend.core import outages
     from workers.celery_app import app
 
     ids = list(image_ids)
