@@ -106,3 +106,39 @@ def test_a_job_posted_while_the_broker_is_down_is_accepted_and_sent_from_the_out
     _assert_each_image_indexed_exactly_once(job_id, IMAGES)
     assert Job.objects.filter(owner=api.user).count() == 1
     celery_worker_process.wait_idle()
+
+
+def test_outage_backoff_doubles_up_to_its_cap_with_jitter():
+    from backend.core import outages
+
+    delays = [[outages.backoff_delay(attempt, base=0.5, cap=5.0) for _ in range(200)] for attempt in range(10)]
+    assert 0.25 <= min(delays[0]) and max(delays[0]) <= 0.5
+    assert 1.0 <= min(delays[2]) and max(delays[2]) <= 2.0
+    assert all(max(row) <= 5.0 for row in delays) and min(delays[9]) >= 2.5  # capped, never below half the cap
+    assert len({round(d, 6) for d in delays[4]}) > 100  # jittered: workers do not probe in lockstep
+
+
+def test_an_unreachable_database_or_storage_is_an_outage_and_a_bug_is_not(test_stack):
+    import psycopg
+    import urllib3
+    from minio import Minio
+
+    from backend.core import outages
+
+    closed_port = test_stack.ports.admin + 1  # nothing listens there
+    with pytest.raises(psycopg.OperationalError) as database_down:
+        psycopg.connect(f"postgres://x:y@127.0.0.1:{closed_port}/x", connect_timeout=2)
+    assert outages.is_outage(database_down.value)
+    storage = Minio(f"127.0.0.1:{closed_port}", access_key="a", secret_key="b", secure=False,
+                    http_client=urllib3.PoolManager(retries=urllib3.Retry(total=0)))
+    with pytest.raises(Exception) as storage_down:
+        storage.bucket_exists("faceindex")
+    assert outages.is_outage(storage_down.value)
+    try:
+        try:
+            raise KeyError("a bug")
+        except KeyError as bug:
+            raise ValueError("while handling it") from bug
+    except ValueError as chained:
+        assert not outages.is_outage(chained)
+    assert outages.unreachable() == []  # the test stack itself answers
