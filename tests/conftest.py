@@ -82,7 +82,10 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
+            # -B: celery beat embedded, as the demo and compose run it beside the
+            # workers (the outbox and the sweep are beat-sent tasks).
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=solo",
+             "-B", "-s", str(self.log_path.parent / "celerybeat-schedule"),
              "-n", self.NODE_NAME, "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: probes answer before host checks, sessions and authentication.
     "backend.core.health.HealthCheckMiddleware",
+    "backend.core.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -57,8 +58,9 @@ MIDDLEWARE = [
 ]
 
 if not DEBUG:
-    # Serves admin and API-docs static files under gunicorn (runserver does it when DEBUG).
-    MIDDLEWARE.insert(2, "whitenoise.middleware.WhiteNoiseMiddleware")
+    # Serves admin and API-docs static files under gunicorn (collectstatic fills STATIC_ROOT).
+    MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                      "whitenoise.middleware.WhiteNoiseMiddleware")
 # Every request gets an id, logged on each line it causes (backend/core/logs.py).
 MIDDLEWARE.append("backend.core.logs.RequestContextMiddleware")
 
@@ -80,9 +82,26 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://faceindex:faceindex@127.0.0.1:5432/faceindex")}
-# Reusing connections saves a round-trip per request/task under load.
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+# API processes: a bounded pool per process (psycopg_pool) instead of a
+# connection per thread, so a process never holds more than DB_POOL_MAX_SIZE
+# connections whatever its thread count; idle ones close after
+# DB_POOL_MAX_IDLE_S, and a request that finds the pool busy for
+# DB_POOL_TIMEOUT_S gets a 503. Celery workers run without a pool
+# (DB_POOL_MAX_SIZE=0, set in workers/__init__.py): a solo worker runs one
+# task at a time, and Celery's solo-pool fixup would hand a pooled
+# connection's closed socket back to the pool. Budget: README "Reliability".
+DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=4)
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+# Each connection is checked as it is taken: one from before a database
+# restart is dead and gets replaced, not handed to a request.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DB_POOL_MAX_SIZE:
+    DATABASES["default"]["OPTIONS"] = {"pool": {
+        "min_size": 0,
+        "max_size": DB_POOL_MAX_SIZE,
+        "timeout": env.float("DB_POOL_TIMEOUT_S", default=10.0),
+        "max_idle": env.float("DB_POOL_MAX_IDLE_S", default=60.0),
+    }}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -96,6 +115,7 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 1000
+CSRF_FAILURE_VIEW = "backend.core.errors.csrf_failure"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -118,6 +138,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "backend.core.schema.add_error_responses"],
 }
 
 # Object storage (S3 / MinIO / SeaweedFS), used only through the minio SDK.
@@ -190,6 +212,8 @@ TUNABLES = [
     Tunable("FACEINDEX_ZIP_MAX_ENTRIES", int, 100_000, "most files one zip upload may hold"),
     Tunable("FACEINDEX_ZIP_MAX_TOTAL_BYTES", int, 20 * 1024**3, "most bytes one zip upload may expand to"),
     Tunable("FACEINDEX_ZIP_MAX_RATIO", int, 100, "highest compression ratio of a zip member (zip-bomb guard)"),
+    Tunable("FACEINDEX_MAX_REQUEST_BYTES", int, 256 * 1024 * 1024, "whole request body, files included (413 above it); 0: no cap"),
+    Tunable("FACEINDEX_ENROLL_SYNC_MAX_FILES", int, 50, "an enrollment with more images runs in the background (202 + GET /enrollments/{id})"),
     # Matching.
     Tunable("FACEINDEX_MATCH_CANDIDATES", int, 20, "nearest templates pulled from the HNSW index per face"),
     Tunable("FACEINDEX_HNSW_EF_SEARCH", int, 100, "pgvector hnsw.ef_search: recall/speed of the nearest-template search"),
@@ -217,6 +241,13 @@ TUNABLES = [
     Tunable("FACEINDEX_SWEEP_INTERVAL_S", int, 300, "seconds between sweeps (beat's schedule; 0: no periodic sweep)"),
     Tunable("FACEINDEX_SWEEP_MIN_AGE_S", int, 600, "a PENDING image queued longer ago than this with no message is re-sent"),
     Tunable("FACEINDEX_SWEEP_STALE_PROCESSING_S", int, CELERY_TASK_TIME_LIMIT * 2, "a PROCESSING image older than this is reset and re-sent"),
+    # The outbox: images (and listings, enrollments) whose send failed while the broker was down.
+    Tunable("FACEINDEX_OUTBOX_INTERVAL_S", float, 5.0, "seconds between outbox sends (beat's schedule; 0: none)"),
+    Tunable("FACEINDEX_OUTBOX_MIN_AGE_S", float, 5.0, "an unsent image older than this is sent by the outbox"),
+    # Outages (backend/core/outages.py): a task that cannot reach the database or storage waits, then re-queues.
+    Tunable("FACEINDEX_OUTAGE_BACKOFF_S", float, 0.5, "first re-probe delay during an outage; doubles, jittered"),
+    Tunable("FACEINDEX_OUTAGE_BACKOFF_CAP_S", float, 5.0, "longest delay between outage re-probes"),
+    Tunable("FACEINDEX_OUTAGE_WAIT_S", float, 60.0, "longest a task waits out an outage before putting its message back"),
     # Completion webhooks.
     Tunable("FACEINDEX_WEBHOOK_TIMEOUT_S", float, 10.0, "seconds per delivery attempt"),
     Tunable("FACEINDEX_WEBHOOK_MAX_ATTEMPTS", int, 6, "attempts per delivery before it is marked failed"),
@@ -250,11 +281,18 @@ LOGGING = {
 # The worker keeps Django's logging instead of installing its own handlers.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
-# celery beat (one process per deployment) sends the sweep every interval;
-# FACEINDEX_SWEEP_INTERVAL_S=0 schedules nothing.
+# celery beat (one process per deployment) sends the periodic tasks; one
+# message per interval, so one worker runs each (no lock between workers).
+# An interval of 0 schedules nothing.
 CELERY_BEAT_SCHEDULE = {
-    "sweep": {"task": "faceindex.sweep", "schedule": float(FACEINDEX_SWEEP_INTERVAL_S)},  # noqa: F821
-} if FACEINDEX_SWEEP_INTERVAL_S > 0 else {}  # noqa: F821
+    name: {"task": task, "schedule": float(interval)}
+    for name, task, interval in [
+        ("sweep", "faceindex.sweep", FACEINDEX_SWEEP_INTERVAL_S),  # noqa: F821 (set from TUNABLES)
+        ("outbox", "faceindex.send_outbox", FACEINDEX_OUTBOX_INTERVAL_S),  # noqa: F821
+        ("enrollment-outbox", "faceindex.send_enrollment_outbox", FACEINDEX_OUTBOX_INTERVAL_S),  # noqa: F821
+    ]
+    if interval > 0
+}
 
 # DRF throttle counters, shared by every API process (a per-process cache
 # would multiply each limit by the number of gunicorn workers).

@@ -6,10 +6,18 @@ none), read on every request so a settings change applies at once. Only
 writes count (POST): reading a job's progress is never limited. Counters live
 in the shared cache (Redis), so the limit holds across API processes. A
 throttled request gets 429 with Retry-After (DRF) in the API's error shape.
+With Redis unreachable the limit is not enforced (the request goes on): a job
+posted during a broker outage is still accepted into the outbox.
 """
+import logging
+
 from django.conf import settings
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.throttling import UserRateThrottle
+
+from backend.core import outages
+
+log = logging.getLogger(__name__)
 
 
 class ScopedUserThrottle(UserRateThrottle):
@@ -27,4 +35,10 @@ class ScopedUserThrottle(UserRateThrottle):
         if self.rate is None:
             return True
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)
+        try:
+            return super().allow_request(request, view)
+        except Exception as exc:
+            if not outages.is_outage(exc):
+                raise
+            log.warning("throttle %s not enforced: its cache is unreachable (%s)", self.scope, exc)
+            return True

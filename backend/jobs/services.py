@@ -20,7 +20,7 @@ from .completion import complete_if_done, finish_image  # noqa: F401 (finish_ima
 from .ingest import iter_upload
 from .models import Image, Job
 from .originals import original_key
-from .queueing import IMPORT_CHUNK, enqueue_images, enqueue_job  # noqa: F401 (enqueue_job: services.* callers)
+from .queueing import IMPORT_CHUNK, enqueue_images, enqueue_job  # noqa: F401 (services.* callers)
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 Services send these by name (jobs/queueing.py, through Celery's current
 app), so this module imports the services and nothing imports it but the
-worker (autodiscovery in backend/config/celery.py).
+worker (autodiscovery in backend/config/celery.py). Periodic ones (the sweep,
+the outbox) are sent by celery beat (CELERY_BEAT_SCHEDULE in settings).
 """
 import logging
 import random
@@ -12,14 +13,16 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections
 
+from backend.core import outages
 from backend.core.logs import log_context
+from backend.core.tasks import OutageSafeTask
 from backend.jobs import listing, processing, queueing, services, webhooks
 from backend.jobs.models import Image
 
 log = logging.getLogger(__name__)
 
-# Infrastructure retries (storage, database away): exponential, capped, with
-# jitter so a fleet of workers does not retry in lockstep.
+# Retries of a failure that is not an outage (outages: OutageSafeTask waits
+# them out): exponential, capped, with jitter so workers do not retry in lockstep.
 RETRY_OPTIONS = dict(retry_backoff=2, retry_backoff_max=60, retry_jitter=True)
 
 
@@ -35,12 +38,14 @@ def backoff(task) -> float:
     return delay / 2 + random.uniform(0, delay / 2) if task.retry_jitter else delay
 
 
-@shared_task(name="faceindex.process_batch", bind=True, max_retries=3, acks_late=True, **RETRY_OPTIONS)
+@shared_task(name="faceindex.process_batch", base=OutageSafeTask, bind=True, max_retries=3, acks_late=True,
+             **RETRY_OPTIONS)
 def process_batch(self, image_ids: list[int]) -> None:
     _process(self, image_ids)
 
 
-@shared_task(name="faceindex.process_image", bind=True, max_retries=3, acks_late=True, **RETRY_OPTIONS)
+@shared_task(name="faceindex.process_image", base=OutageSafeTask, bind=True, max_retries=3, acks_late=True,
+             **RETRY_OPTIONS)
 def process_image(self, image_id: int) -> None:
     """Kept for messages queued before batching; same as a batch of one."""
     _process(self, [image_id])
@@ -59,7 +64,10 @@ def _process_batch(self, image_ids: list[int]) -> None:
     except SoftTimeLimitExceeded:
         for image_id in image_ids:
             services.fail_image(image_id, code="timeout", message="processing exceeded the task time limit")
-    except Exception as exc:  # infrastructure hiccup (storage, database): retry, then give up with a reason
+    except Exception as exc:
+        if outages.is_outage(exc):
+            raise  # not the images' fault: OutageSafeTask waits it out and keeps the message
+        # A bug or bad data the per-image checks missed: retry, then give up with a reason.
         if self.request.retries >= self.max_retries:
             log.exception("images %s failed after %d retries", image_ids, self.request.retries)
             for image_id in image_ids:
@@ -69,7 +77,7 @@ def _process_batch(self, image_ids: list[int]) -> None:
         raise self.retry(exc=exc, countdown=backoff(self))
 
 
-@shared_task(name=queueing.LIST_SOURCE_TASK, acks_late=True)
+@shared_task(name=queueing.LIST_SOURCE_TASK, base=OutageSafeTask, acks_late=True)
 def list_source(job_id: int, token: str) -> None:
     """List an import source on for a while, then hand over to a fresh message."""
     with log_context(job_id=job_id):
@@ -77,7 +85,7 @@ def list_source(job_id: int, token: str) -> None:
             queueing.send_listing_task(job_id)
 
 
-@shared_task(name="faceindex.deliver_webhook", bind=True, acks_late=True, max_retries=None,
+@shared_task(name="faceindex.deliver_webhook", base=OutageSafeTask, bind=True, acks_late=True, max_retries=None,
              retry_backoff=settings.FACEINDEX_WEBHOOK_BACKOFF_S, retry_backoff_max=settings.FACEINDEX_WEBHOOK_BACKOFF_MAX_S,
              retry_jitter=True)
 def deliver_webhook(self, delivery_id: int) -> None:
@@ -86,14 +94,14 @@ def deliver_webhook(self, delivery_id: int) -> None:
             raise self.retry(countdown=backoff(self))
 
 
-@shared_task(name="faceindex.sweep_lost_images", acks_late=True)
+@shared_task(name="faceindex.sweep_lost_images", base=OutageSafeTask, acks_late=True)
 def sweep_lost_images() -> int:
     return services.sweep_lost_images()
 
 
 @shared_task(name="faceindex.sweep", ignore_result=True)
 def sweep() -> None:
-    """Catch up on work a crash or a broker outage dropped (celery beat runs it every FACEINDEX_SWEEP_INTERVAL_S).
+    """Catch up on work a crash or a broker outage dropped (beat sends it every FACEINDEX_SWEEP_INTERVAL_S).
 
     Beat sends one message per interval, so one worker runs each sweep: no
     lock between workers is needed.
@@ -103,5 +111,20 @@ def sweep() -> None:
         services.sweep_lost_images()
         services.resume_stalled_listings(min_age_s=settings.FACEINDEX_SWEEP_MIN_AGE_S)
         webhooks.sweep_missed(min_age_s=settings.FACEINDEX_SWEEP_MIN_AGE_S)
+    finally:
+        close_old_connections()
+
+
+@shared_task(name="faceindex.send_outbox", ignore_result=True)
+def send_outbox() -> None:
+    """Send what was accepted while the broker was down (beat sends it every FACEINDEX_OUTBOX_INTERVAL_S).
+
+    Images never queued, and listings whose task was never sent. One indexed
+    query when there is nothing to do, so it can run every few seconds.
+    """
+    close_old_connections()
+    try:
+        queueing.send_outbox()
+        services.resume_stalled_listings(min_age_s=services.LISTING_QUIET_AT_RESTART_S * 2)
     finally:
         close_old_connections()

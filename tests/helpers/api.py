@@ -78,3 +78,16 @@ def enroll_people(client: APIClient, enroll_dir: Path) -> dict[str, int]:
     """One identity per sub-folder of ``enroll_dir``, enrolled from its photos: {name: id}."""
     return {person.name: enroll(client, person.name, read_tree(person))
             for person in sorted(p for p in enroll_dir.iterdir() if p.is_dir())}
+
+
+def assert_each_image_indexed_exactly_once(job_id: int, count: int, faces_per_image: int = 6) -> None:
+    """The job completed with every image indexed once: each image has its faces once (the group photo: 6)."""
+    from backend.gallery.models import Face
+    from backend.jobs.models import Image, Job
+
+    job = Job.objects.get(pk=job_id)
+    assert job.status == Job.Status.COMPLETED
+    assert (job.processed_images, job.failed_images) == (count, 0)
+    per_image = [Face.objects.filter(image=image).count() for image in Image.objects.filter(job_id=job_id)]
+    assert per_image == [faces_per_image] * count, per_image
+    assert job.faces_found == faces_per_image * count

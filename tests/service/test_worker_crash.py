@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,9 @@ def test_sigkill_mid_job_then_restart_completes_every_image_exactly_once(api, sa
     assert interrupted.status == Job.Status.RUNNING and interrupted.done_images < interrupted.total_images
 
     celery_worker_process.start()
+    back_at = time.monotonic()
     job = wait_for_job(api, job_id, timeout=240)
+    assert time.monotonic() - back_at <= 60, "the job took longer than 60 s after the worker was back"
 
     assert job["status"] == "completed"
     assert (job["processed_images"], job["failed_images"]) == (len(files), 0)
@@ -75,7 +78,7 @@ def test_a_batch_taken_by_a_worker_killed_before_claiming_it_is_resent_at_restar
     files = varied_copies(sample_archive.archive_dir / "2019/group.jpg", 8)  # one batch
     job_id = api.post("/api/v1/jobs", files_payload(files), format="multipart").json()["id"]
 
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="backend.config.settings_test")
+    env = dict(os.environ)  # the test stack's variables and settings module (tests/conftest.py)
     taker = subprocess.run([sys.executable, "-c", TAKE_MESSAGE_AND_DIE, taken], cwd=REPO_ROOT, env=env,
                            capture_output=True, text=True, timeout=60)
     assert taker.returncode == -9 and taker.stdout.strip() == "faceindex.process_batch", taker.stderr
