@@ -95,6 +95,23 @@ def load_aligned_faces(root: str | Path, *, cache_dir: str | Path | None = None,
     return AlignedFaces(np.stack(crops), labels, identities, paths, skipped)
 
 
+def select_identities(faces: AlignedFaces, *, min_photos: int = 1, max_photos: int = 0) -> AlignedFaces:
+    """Only identities with at least ``min_photos`` aligned photos, each cut to its
+    first ``max_photos`` (by file name; 0 keeps all). Labels keep their meaning."""
+    if min_photos <= 1 and max_photos <= 0:
+        return faces
+    keep = []
+    for cls in np.unique(faces.labels):
+        members = np.flatnonzero(faces.labels == cls)
+        if len(members) >= min_photos:
+            keep.extend(members[:max_photos] if max_photos > 0 else members)
+    if not keep:
+        raise ValueError(f"no identity has {min_photos} or more photos")
+    selected = faces.subset(np.array(sorted(keep)))
+    selected.skipped = faces.skipped
+    return selected
+
+
 def split_indices(labels: np.ndarray, *, held_out: float, seed: int,
                   by: str = "photos") -> tuple[np.ndarray, np.ndarray]:
     """Deterministic (train, held-out) index arrays.
