@@ -31,7 +31,6 @@ import numpy as np
 from ml.types import DetectedFace
 
 AGE_MODEL_ID = "dlib-age-v1"
-SEX_MODEL_ID = "dlib-gender-v1"
 SEX_LABELS = ("female", "male")
 CHIP_PADDING = 0.2
 SEX_CHIP = 32
@@ -98,13 +97,16 @@ class AgeSexEstimator:
         self.sex_classifier = sex_classifier
 
     @classmethod
-    def load(cls, sex_model_id: str | None = None) -> "AgeSexEstimator":
+    def load(cls, sex_model_id: str | None = None, recognizer_id: str | None = None) -> "AgeSexEstimator":
         """From the manifest (sha256-checked files); sex from ``sex_model_id``, by
-        default the manifest's ``[defaults] sex_classifier``."""
-        from ml.attributes.sex_classifier import load_sex_classifier
-        from weights import model_bytes
+        default the manifest's ``[defaults] sex_classifier`` (or the packaged
+        network when that one reads another recognizer's embeddings than
+        ``recognizer_id``, the manifest's default recognizer when None)."""
+        import weights
+        from ml.attributes.sex_classifier import sex_classifier_for
 
-        return cls(model_bytes(AGE_MODEL_ID), load_sex_classifier(sex_model_id))
+        recognizer_id = recognizer_id or weights.default_model_id("recognizer")
+        return cls(weights.model_bytes(AGE_MODEL_ID), sex_classifier_for(recognizer_id, sex_model_id))
 
     def predict(self, img_bgr: np.ndarray, faces: list) -> list[AgeSex]:
         """One AgeSex per face, in order; age chips are cut from the full image.

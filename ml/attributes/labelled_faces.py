@@ -143,6 +143,9 @@ def identity_split(identities: np.ndarray, labels: np.ndarray, *, fractions=(0.6
     for label in (0, 1):
         group = rng.permutation([p for p in people if person_label[p] == label])
         cuts = np.round(np.cumsum(fractions)[:2] * len(group)).astype(int)
+        if len(group) >= 3:  # every part gets at least one person of each sex
+            cuts[0] = min(max(cuts[0], 1), len(group) - 2)
+            cuts[1] = min(max(cuts[1], cuts[0] + 1), len(group) - 1)
         for k, members in enumerate(np.split(group, cuts)):
             part_of.update({p: k for p in members})
     part = np.array([part_of[p] for p in identities])

@@ -8,7 +8,11 @@ Three kinds (``implementation`` in the manifest entry):
   recognizer's embedding that the pipeline computes for every face anyway;
   only valid for the recognizer named in the entry's ``embedding_model``;
 * ``sex-cnn`` -- the small CNN of ``mask_net`` with two outputs, on the aligned
-  112x112 crop (trained by ``python -m ml.attributes.train_sex``).
+  112x112 crop;
+* ``sex-fusion-head`` -- a logistic layer on the packaged network's logit
+  (``base_model``) and the recognizer's embedding (``embedding_model``).
+
+The last three are trained by ``python -m ml.attributes.train_sex``.
 
 Every classifier answers ``male_probability(img_bgr, faces)`` for faces that
 carry ``landmarks`` (image pixels), ``crop`` and ``embedding`` (an
@@ -27,6 +31,7 @@ SEX_LABELS = ("female", "male")
 DEFAULT_SEX_MODEL_ID = "dlib-gender-v1"
 CNN_IMPLEMENTATION = "sex-cnn"
 HEAD_IMPLEMENTATION = "sex-embedding-head"
+FUSION_IMPLEMENTATION = "sex-fusion-head"
 DLIB_IMPLEMENTATION = "ml.attributes.AgeSexEstimator"
 
 
@@ -53,6 +58,17 @@ def sex_model_ids() -> list[str]:
                   if raw.get("kind") == "classifier" and list(raw.get("labels", [])) == list(SEX_LABELS))
 
 
+def sex_classifier_for(recognizer_id: str, model_id: str | None = None) -> SexClassifier:
+    """The chosen (default: the manifest's) sex classifier, if it can read this recognizer's
+    embeddings; otherwise the packaged pixel model, which reads none."""
+    classifier = load_sex_classifier(model_id)
+    if classifier.embedding_model not in (None, recognizer_id):
+        if model_id is not None:
+            raise ValueError(f"{model_id} reads {classifier.embedding_model} embeddings, not {recognizer_id}'s")
+        return load_sex_classifier(DEFAULT_SEX_MODEL_ID)
+    return classifier
+
+
 def load_sex_classifier(model_id: str | None = None) -> SexClassifier:
     import weights
 
@@ -67,6 +83,9 @@ def load_sex_classifier(model_id: str | None = None) -> SexClassifier:
         return CnnSexClassifier(model_id, load_npz(data))
     if entry.implementation == HEAD_IMPLEMENTATION:
         return EmbeddingSexClassifier(model_id, load_npz(data), str(entry.options["embedding_model"]))
+    if entry.implementation == FUSION_IMPLEMENTATION:
+        base = load_sex_classifier(str(entry.options["base_model"]))
+        return FusionSexClassifier(model_id, load_npz(data), base, str(entry.options["embedding_model"]))
     raise ValueError(f"no sex classifier implementation {entry.implementation!r} for {model_id!r}")
 
 
@@ -159,3 +178,35 @@ class CnnSexClassifier:
         features = mask_net.features(self.params, mask_net.preprocess([crop]))[0]
         weights = self.params["fc_w"][1] - self.params["fc_w"][0]
         return np.tensordot(weights, features, axes=1)
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p)).astype(np.float32)
+
+
+class FusionSexClassifier:
+    """P(male) = sigmoid(w_base * logit(base P(male)) + w . embedding + b).
+
+    The packaged network sees the face's pixels, the recognizer's embedding
+    carries what it learnt about the person; the layer weighs the two.
+    """
+
+    def __init__(self, model_id: str, params: dict[str, np.ndarray], base: SexClassifier, embedding_model: str):
+        if not {"w_base", "w", "b"} <= set(params):
+            raise ValueError(f"{model_id}: expected w_base/w/b arrays, got {sorted(params)}")
+        self.model_id = model_id
+        self.params = params
+        self.base = base
+        self.embedding_model = embedding_model
+
+    def combine(self, base_p_male: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        p = self.params
+        z = (logit(base_p_male) * p["w_base"].reshape(()) + np.asarray(embeddings, np.float32) @ p["w"].reshape(-1)
+             + p["b"].reshape(()))
+        return sigmoid(z).astype(np.float32)
+
+    def male_probability(self, img_bgr: np.ndarray, faces: Sequence) -> np.ndarray:
+        if not faces:
+            return np.zeros(0, np.float32)
+        return self.combine(self.base.male_probability(img_bgr, faces), np.stack([f.embedding for f in faces]))

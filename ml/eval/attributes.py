@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ml.attributes.labelled_faces import LABEL_NAMES, LabelledFaces, load_labelled_faces
-from ml.attributes.sex_classifier import CnnSexClassifier, SexClassifier, load_sex_classifier
+from ml.attributes.sex_classifier import (CnnSexClassifier, EmbeddingSexClassifier, FusionSexClassifier,
+                                         SexClassifier, load_sex_classifier)
 from ml.types import EmbeddedFace
 
 MAX_MISCLASSIFIED_SHOWN = 48
@@ -67,10 +68,10 @@ def classify(classifier: SexClassifier, data: LabelledFaces, progress: bool = Tr
 
     from ml.decode import decode_image
 
-    if classifier.embedding_model is not None:
-        if classifier.embedding_model != data.recognizer:
-            raise SystemExit(f"{classifier.model_id} reads {classifier.embedding_model} embeddings, "
-                             f"these faces were embedded by {data.recognizer}")
+    if classifier.embedding_model is not None and classifier.embedding_model != data.recognizer:
+        raise SystemExit(f"{classifier.model_id} reads {classifier.embedding_model} embeddings, "
+                         f"these faces were embedded by {data.recognizer}")
+    if isinstance(classifier, EmbeddingSexClassifier):
         return classifier.male_probability(None, faces_of(data, range(len(data))))
     if isinstance(classifier, CnnSexClassifier):
         return classifier.male_probability_crops(list(data.crops))
@@ -194,6 +195,8 @@ def crop_probabilities(classifier, crops: list[np.ndarray], embed) -> np.ndarray
     """P(male) from aligned crops alone, for any classifier kind."""
     from ml.align import ARCFACE_TEMPLATE
 
+    if isinstance(classifier, FusionSexClassifier):
+        return classifier.combine(crop_probabilities(classifier.base, crops, embed), embed(crops))
     if classifier.embedding_model is not None:
         embeddings = embed(crops)
         faces = [EmbeddedFace((0, 0, 112, 112), ARCFACE_TEMPLATE, 1.0, e, c, 1.0) for e, c in zip(embeddings, crops)]

@@ -135,7 +135,8 @@ def main(argv=None) -> int:
     rows = run_study(cfg, policies, faces)
     train_idx, held_out = split_indices(faces.labels, held_out=cfg.held_out, seed=cfg.seed, by=cfg.split_by)
     parts = ([f"identities with >= {cfg.min_photos} photos"] if cfg.min_photos > 1 else []) + (
-        [f"at most {cfg.max_photos} photos each"] if cfg.max_photos else [])
+        [f"at most {cfg.max_photos} photos each"] if cfg.max_photos else []) + (
+        [f"{cfg.max_identities} of them drawn with seed {cfg.seed}"] if cfg.max_identities else [])
     selection = f" ({', '.join(parts)})" if parts else ""
     info = (f"{len(faces.labels)} aligned photos of {len(np.unique(faces.labels))} identities"
             f"{selection}, {len(train_idx)} photos of "
