@@ -43,6 +43,7 @@ from ml.eval.attributes import classify, faces_of, sex_report
 PACKAGED_MODEL_ID = "dlib-gender-v1"
 SPLIT_FRACTIONS = (0.6, 0.1, 0.3)
 HEAD_HIDDEN = 64
+LINEAR_C = 1.0  # inverse L2 strength of the linear heads (scikit-learn's convention)
 
 
 def class_weights(labels: np.ndarray, balanced: bool) -> np.ndarray:
@@ -65,10 +66,13 @@ def train_head(x_train, y_train, x_val, y_val, *, hidden: int, balanced: bool, e
              if hidden else nn.Linear(dim, 2))
     weight = torch.from_numpy(class_weights(y_train, balanced))
     loss_fn = nn.CrossEntropyLoss(weight=weight)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-3)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
     xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val)
     history = []
+    if not hidden:
+        history = _fit_linear(model, loss_fn, xt, yt, xv, yv, epochs)
+        return _head_params(model, 0), history
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-3)
     for epoch in range(epochs):
         model.train()
         order = torch.from_numpy(rng.permutation(len(xt)))
@@ -85,6 +89,30 @@ def train_head(x_train, y_train, x_val, y_val, *, hidden: int, balanced: bool, e
             val_loss = float(loss_fn(model(xv), yv))
         history.append({"epoch": epoch + 1, "train_loss": total / len(xt), "val_loss": val_loss})
     return _head_params(model, hidden), history
+
+
+def _fit_linear(model, loss_fn, xt, yt, xv, yv, epochs: int, c: float = LINEAR_C) -> list[dict]:
+    """Full-batch L-BFGS on the weighted cross-entropy plus an L2 penalty on the weights
+    (as scikit-learn's LogisticRegression with C=``c``): converged, deterministic.
+    One "epoch" is one L-BFGS step of up to 20 iterations."""
+    import torch
+
+    penalty = 1.0 / (2 * c * len(xt))
+    optimiser = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=20, line_search_fn="strong_wolfe")
+
+    def objective():
+        optimiser.zero_grad()
+        loss = loss_fn(model(xt), yt) + penalty * (model.weight ** 2).sum()
+        loss.backward()
+        return loss
+
+    history = []
+    for epoch in range(epochs):
+        optimiser.step(objective)
+        with torch.no_grad():
+            history.append({"epoch": epoch + 1, "train_loss": float(loss_fn(model(xt), yt)),
+                            "val_loss": float(loss_fn(model(xv), yv))})
+    return history
 
 
 def _head_params(model, hidden: int) -> dict[str, np.ndarray]:
@@ -190,7 +218,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/sex"))
     parser.add_argument("--ship", type=Path, help="also write the trained weights here (e.g. weights/sex)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--head-epochs", type=int, default=60)
+    parser.add_argument("--head-epochs", type=int, default=60,
+                        help="MLP head epochs; L-BFGS steps for the linear and fusion heads")
     parser.add_argument("--cnn-epochs", type=int, default=10)
     parser.add_argument("--skip-cnn", action="store_true", help="embedding heads and the packaged model only")
     parser.add_argument("--skip-packaged", action="store_true",

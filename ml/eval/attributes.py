@@ -13,7 +13,7 @@ Activation maps: for the project's CNN the class activation map of its last
 conv layer (its feature maps weighted by the output layer; exact, as global
 average pooling feeds the output directly); for every classifier, including
 the packaged ONNX network and the embedding head that no gradient reaches,
-an occlusion map: how much P(true class) drops when a grey square hides each
+an occlusion map: how much the true class's logit drops when a grey square hides each
 part of the face. Both are shown for a fixed sample of correct and wrong faces.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from ml.attributes.labelled_faces import LABEL_NAMES, LabelledFaces, load_labelled_faces
 from ml.attributes.sex_classifier import (CnnSexClassifier, EmbeddingSexClassifier, FusionSexClassifier,
-                                         SexClassifier, load_sex_classifier)
+                                         SexClassifier, load_sex_classifier, logit)
 from ml.types import EmbeddedFace
 
 MAX_MISCLASSIFIED_SHOWN = 48
@@ -168,7 +168,8 @@ def plot_misclassified(data: LabelledFaces, p_male, path: Path, title: str) -> P
 
 
 def occlusion_map(classifier, crop: np.ndarray, embed, label: int) -> np.ndarray:
-    """(k, k) drop in P(``label``) when a grey OCCLUSION_PATCH square hides each position.
+    """(112, 112) drop in the logit of ``label`` when a grey OCCLUSION_PATCH square hides
+    each position (averaged over the squares covering each pixel).
 
     ``embed`` maps crops to embeddings (the pipeline's recognizer) for
     classifiers that read embeddings; pixel classifiers get the occluded crop
@@ -181,8 +182,9 @@ def occlusion_map(classifier, crop: np.ndarray, embed, label: int) -> np.ndarray
             hidden = crop.copy()
             hidden[y:y + OCCLUSION_PATCH, x:x + OCCLUSION_PATCH] = 128
             variants.append(hidden)
-    p_male = crop_probabilities(classifier, variants, embed)
-    p_label = p_male if label == 1 else 1 - p_male
+    # In logits: a confident answer's probability barely moves, its logit does.
+    z = logit(crop_probabilities(classifier, variants, embed))
+    p_label = z if label == 1 else -z
     heat = np.zeros(crop.shape[:2], np.float32)
     count = np.zeros(crop.shape[:2], np.float32)
     for k, (y, x) in enumerate((y, x) for y in positions for x in positions):
@@ -260,7 +262,7 @@ def plot_activation_maps(classifier, data: LabelledFaces, p_male, path: Path) ->
             axes[2, c].imshow(rgb)
             axes[2, c].imshow(big, cmap="RdBu_r", alpha=0.6, vmin=-limit, vmax=limit)
             axes[2, c].set_title("CAM, last conv", fontsize=6)
-    fig.suptitle(f"{classifier.model_id}: red = evidence for the true class (occlusion: P drop when hidden)",
+    fig.suptitle(f"{classifier.model_id}: red = evidence for the true class (occlusion: logit drop when hidden)",
                  fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

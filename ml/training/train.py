@@ -12,6 +12,7 @@ backbone) and ``summary.json`` (held-out metrics and the calibrated threshold).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -95,17 +96,28 @@ def crops_to_tensor(crops: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().contiguous()
 
 
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module):
+    """Eval mode inside; afterwards every submodule gets back its own mode (a plain
+    ``train(True)`` would put frozen stages in train mode and let their BatchNorm drift)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 @torch.no_grad()
 def embed_all(backbone, crops: np.ndarray, device: torch.device, amp: bool = False) -> np.ndarray:
     """L2-normalised embeddings of crops, in eval mode, no augmentation."""
-    was_training = backbone.training
-    backbone.eval()
     out = []
-    for start in range(0, len(crops), EVAL_BATCH_SIZE):
-        with _autocast(device, amp):
-            emb = backbone(crops_to_tensor(crops[start:start + EVAL_BATCH_SIZE], device))
-        out.append(F.normalize(emb.float()).cpu().numpy())
-    backbone.train(was_training)
+    with eval_mode(backbone):
+        for start in range(0, len(crops), EVAL_BATCH_SIZE):
+            with _autocast(device, amp):
+                emb = backbone(crops_to_tensor(crops[start:start + EVAL_BATCH_SIZE], device))
+            out.append(F.normalize(emb.float()).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -181,15 +193,12 @@ class FrozenFeatures:
         table = self._store.setdefault((*key, stage, mirrored), {})
         missing = [int(r) for r in rows if int(r) not in table]
         if missing:
-            was_training = backbone.training
-            backbone.eval()
-            with torch.no_grad():
+            with eval_mode(backbone), torch.no_grad():
                 for start in range(0, len(missing), EVAL_BATCH_SIZE):
                     chunk = missing[start:start + EVAL_BATCH_SIZE]
                     batch = crops[chunk][:, :, ::-1] if mirrored else crops[chunk]
                     out = backbone.features_before(crops_to_tensor(batch, device), stage).cpu().numpy()
                     table.update({r: f.astype(np.float16) for r, f in zip(chunk, out)})
-            backbone.train(was_training)
         return np.stack([table[int(r)] for r in rows])
 
 
@@ -328,17 +337,14 @@ class Trainer:
         """L2-normalised embeddings of photos ``rows`` (eval mode, no augmentation)."""
         if self.frozen is None:
             return embed_all(self.backbone, self.faces.crops[rows], self.device, self.cfg.amp)
-        was_training = self.backbone.training
-        self.backbone.eval()
         out = []
-        with torch.no_grad():
+        with eval_mode(self.backbone), torch.no_grad():
             for start in range(0, len(rows), EVAL_BATCH_SIZE):
                 chunk = rows[start:start + EVAL_BATCH_SIZE]
                 features = self._frozen_features(chunk, np.zeros(len(chunk), bool))
                 with _autocast(self.device, self.cfg.amp):
                     emb = self.backbone.forward_from(features, self.first_stage)
                 out.append(F.normalize(emb.float()).cpu().numpy())
-        self.backbone.train(was_training)
         return np.concatenate(out)
 
     def _frozen_features(self, rows: np.ndarray, mirrored: np.ndarray) -> torch.Tensor:
