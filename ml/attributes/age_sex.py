@@ -124,9 +124,10 @@ class AgeSexEstimator:
         return [AgeSex(age=float(age), sex=SEX_LABELS[int(p >= 0.5)], sex_score=float(max(p, 1 - p)))
                 for age, p in zip(ages, male)]
 
-    def predict_crops(self, crops_bgr: list[np.ndarray]) -> list[AgeSex]:
-        """Same, from our aligned 112x112 crops alone (template landmarks, no embedding:
-        only for pixel-reading sex classifiers).
+    def predict_crops(self, crops_bgr: list[np.ndarray], embeddings: np.ndarray | None = None) -> list[AgeSex]:
+        """Same, from our aligned 112x112 crops (template landmarks); ``embeddings``
+        (one per crop, by the classifier's ``embedding_model``) are needed only
+        when the sex classifier reads them.
 
         dlib's padded chip reaches ~5% below the ArcFace crop, which is filled
         by repeating the crop's edge; prefer :meth:`predict` when the image is
@@ -134,12 +135,17 @@ class AgeSexEstimator:
         """
         from ml.align import ARCFACE_TEMPLATE
 
+        from ml.types import EmbeddedFace
+
+        if crops_bgr and embeddings is None and getattr(self.sex_classifier, "embedding_model", None):
+            raise ValueError(f"{self.sex_classifier.model_id} reads {self.sex_classifier.embedding_model} "
+                             "embeddings: pass them with the crops")
         pad = 24
         results = []
-        for crop in crops_bgr:
+        for i, crop in enumerate(crops_bgr):
             padded = cv2.copyMakeBorder(np.ascontiguousarray(crop), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-            face = DetectedFace(box=(0.0, 0.0, 112.0, 112.0), landmarks=ARCFACE_TEMPLATE + pad, score=1.0)
-            face.crop = crop
+            face = EmbeddedFace(box=(0.0, 0.0, 112.0, 112.0), landmarks=ARCFACE_TEMPLATE + pad, score=1.0,
+                                embedding=None if embeddings is None else embeddings[i], crop=crop, quality=1.0)
             results += self.predict(padded, [face])
         return results
 
