@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ml.types import DetectedFace
 
 AGE_MODEL_ID = "dlib-age-v1"
 SEX_LABELS = ("female", "male")

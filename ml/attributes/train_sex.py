@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ml.attributes import mask_net
-from ml.attributes.labelled_faces import LABEL_NAMES, identity_split, load_labelled_faces
+from ml.attributes.labelled_faces import identity_split, load_labelled_faces
 from ml.attributes.sex_classifier import (CnnSexClassifier, EmbeddingSexClassifier, FusionSexClassifier, logit,
                                          save_npz)
 from ml.eval.attributes import classify, faces_of, sex_report

@@ -147,9 +147,8 @@ def plot_confusion(report, path: Path, title: str) -> Path:
 def plot_misclassified(data: LabelledFaces, p_male, path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
-    wrong = np.flatnonzero((p_male >= 0.5).astype(int) != data.labels)
-    confidence = np.abs(p_male[wrong] - 0.5)
-    wrong = wrong[np.argsort(-confidence)][:MAX_MISCLASSIFIED_SHOWN]
+    errors = np.flatnonzero((p_male >= 0.5).astype(int) != data.labels)
+    wrong = errors[np.argsort(-np.abs(p_male[errors] - 0.5))][:MAX_MISCLASSIFIED_SHOWN]
     cols = 8
     rows = max(1, int(np.ceil(len(wrong) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.8), squeeze=False)
@@ -158,9 +157,8 @@ def plot_misclassified(data: LabelledFaces, p_male, path: Path, title: str) -> P
     for ax, i in zip(axes.flat, wrong):
         ax.imshow(data.crops[i][:, :, ::-1])
         ax.set_title(f"true {LABEL_NAMES[data.labels[i]][0].upper()}\nP(male) {p_male[i]:.2f}", fontsize=7)
-    fig.suptitle(f"{title}: {int(((p_male >= 0.5) != data.labels).sum())} misclassified of {len(data)}"
-                 + (f" (the {len(wrong)} most confident shown)" if len(wrong) < (((p_male >= 0.5) != data.labels).sum()) else ""),
-                 fontsize=9)
+    shown = f" (the {len(wrong)} most confident shown)" if len(wrong) < len(errors) else ""
+    fig.suptitle(f"{title}: {len(errors)} misclassified of {len(data)}{shown}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
