@@ -70,6 +70,7 @@ class OnnxModule(nn.Module):
                 constants[node.outputs[0]] = _fold(node, [constants[i] for i in node.inputs if i])
             else:
                 steps.append((node.op_type, node.inputs, node.outputs, node.attributes))
+        steps = _fold_batch_norms(steps, constants)
         used = {name for _, inputs, _, _ in steps for name in inputs}
         self._names: dict[str, str] = {}
         for name in sorted(used & constants.keys()):
@@ -102,6 +103,34 @@ class OnnxModule(nn.Module):
         return [env[name] for name in self._outputs]
 
 
+def _fold_batch_norms(steps: list, constants: dict[str, np.ndarray]) -> list:
+    """Merge each BatchNormalization into the Conv that alone feeds it (as cv2.dnn does)."""
+    consumers: dict[str, int] = {}
+    for _, inputs, _, _ in steps:
+        for name in inputs:
+            consumers[name] = consumers.get(name, 0) + 1
+    producer = {outputs[0]: i for i, (_, _, outputs, _) in enumerate(steps)}
+    merged, dropped = list(steps), set()
+    for i, (op, inputs, outputs, attrs) in enumerate(steps):
+        if op != "BatchNormalization" or not all(n in constants for n in inputs[1:5]):
+            continue
+        j = producer.get(inputs[0])
+        if j is None or steps[j][0] != "Conv" or consumers.get(inputs[0], 0) != 1 or steps[j][1][1] not in constants:
+            continue
+        conv_op, conv_in, conv_out, conv_attrs = steps[j]
+        gamma, beta, mean, var = (constants[n].astype(np.float64) for n in inputs[1:5])
+        factor = gamma / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
+        weight = constants[conv_in[1]].astype(np.float64) * factor[:, None, None, None]
+        bias = constants[conv_in[2]].astype(np.float64) if len(conv_in) > 2 and conv_in[2] else 0.0
+        bias = (bias - mean) * factor + beta
+        weight_name, bias_name = outputs[0] + "/folded_weight", outputs[0] + "/folded_bias"
+        constants[weight_name] = weight.astype(np.float32)
+        constants[bias_name] = bias.astype(np.float32)
+        merged[j] = (conv_op, [conv_in[0], weight_name, bias_name], outputs, conv_attrs)
+        dropped.add(i)
+    return [step for i, step in enumerate(merged) if i not in dropped]
+
+
 def _conv(self, args, names, attrs):
     pads = list(attrs.get("pads", [0, 0, 0, 0]))
     if pads[:2] != pads[2:]:
@@ -118,6 +147,8 @@ def _batch_norm(self, args, names, attrs):
 
 def _prelu(self, args, names, attrs):
     x, slope = args
+    if slope.dim() == 3 and slope.shape[1:] == (1, 1):  # per channel: the fused kernel
+        return F.prelu(x, slope.reshape(-1).to(x.dtype))
     return torch.where(x >= 0, x, x * slope.to(x.dtype))
 
 
