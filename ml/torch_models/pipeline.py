@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 
 from ml.align import CROP_SIZE
 from ml.decode import DEFAULT_MAX_PIXELS, decode_image
+from ml.detectors.yunet import faces_from_rows
 from ml.errors import ImageDecodeError
 from ml.pipeline import FacePipeline, _as_bgr
 from ml.torch_models.align import align_on_device
@@ -68,7 +70,6 @@ class TorchFacePipeline(FacePipeline):
                       threads: int = 0, precision: str = "fp32") -> "TorchFacePipeline":
         import weights
 
-        base = FacePipeline.from_manifest  # thresholds and ids exactly as the cv2 pipeline's
         device = device if isinstance(device, torch.device) else resolve_device(device)
         detector_id = detector or weights.default_model_id("detector")
         recognizer_id = recognizer or weights.default_model_id("recognizer")
@@ -80,8 +81,7 @@ class TorchFacePipeline(FacePipeline):
                 raise ValueError(f"{kind} {model_id!r} has no torch implementation "
                                  f"(torch runs: {', '.join(sorted(TORCH_IMPLEMENTATIONS))})")
             models.append(implementation(entry, weights.verified_bytes(entry), device))
-        del base
-        entry = weights.model_entry(recognizer_id)
+        entry = weights.model_entry(recognizer_id)  # thresholds exactly as FacePipeline.from_manifest reads them
         if entry.default_threshold is None:
             raise ValueError(f"manifest gives no default_threshold for {recognizer_id!r}")
         if flip_tta is None:
@@ -104,36 +104,56 @@ class TorchFacePipeline(FacePipeline):
     def process_encoded(self, datas: list[bytes], *, max_pixels: int = DEFAULT_MAX_PIXELS
                         ) -> list[list[EmbeddedFace] | ImageDecodeError]:
         """Faces per encoded image; an image that cannot be decoded yields its ImageDecodeError."""
+        return next(self.process_encoded_stream([datas], max_pixels=max_pixels))
+
+    def process_encoded_stream(self, batches: Iterable[list[bytes]], *, max_pixels: int = DEFAULT_MAX_PIXELS
+                               ) -> Iterator[list[list[EmbeddedFace] | ImageDecodeError]]:
+        """``process_encoded`` for each batch, decoding batch k+1 on CPU threads while the device runs batch k."""
         def decode(data):
             try:
                 return decode_image(data, max_pixels=max_pixels).pixels
             except ImageDecodeError as exc:
                 return exc
 
-        started = time.perf_counter()
-        with ThreadPoolExecutor(self.threads) as pool:
+        def decode_all(datas):
+            started = time.perf_counter()
             decoded = list(pool.map(decode, datas))
-        self.timings["decode"] += time.perf_counter() - started
-        good = [i for i, d in enumerate(decoded) if not isinstance(d, ImageDecodeError)]
-        results: list = list(decoded)
-        for i, faces in zip(good, self.process_batch([decoded[i] for i in good])):
-            results[i] = faces
-        return results
+            return decoded, time.perf_counter() - started
 
-    def process_batch(self, imgs: list[np.ndarray]) -> list[list[EmbeddedFace]]:
+        with ThreadPoolExecutor(self.threads) as pool, ThreadPoolExecutor(1) as ahead:
+            batches = iter(batches)
+            pending = None
+            first = next(batches, None)
+            if first is not None:
+                pending = ahead.submit(decode_all, first)
+            while pending is not None:
+                started = time.perf_counter()
+                decoded, decode_seconds = pending.result()
+                self.timings["decode_wait"] += time.perf_counter() - started  # decode not hidden by the device
+                self.timings["decode"] += decode_seconds
+                following = next(batches, None)
+                pending = ahead.submit(decode_all, following) if following is not None else None
+                good = [i for i, d in enumerate(decoded) if not isinstance(d, ImageDecodeError)]
+                results: list = list(decoded)
+                for i, faces in zip(good, self.process_batch([decoded[i] for i in good], pool=pool)):
+                    results[i] = faces
+                yield results
+
+    def process_batch(self, imgs: list[np.ndarray], *, pool: ThreadPoolExecutor | None = None
+                      ) -> list[list[EmbeddedFace]]:
         """As FacePipeline.process_batch; on a device failure: halves, then the CPU pipeline."""
         imgs = [_as_bgr(img) for img in imgs]
-        return run_split_on_failure(imgs, self._process_on_device, self._process_on_cpu,
+        if pool is None:
+            with ThreadPoolExecutor(self.threads) as own:
+                return self.process_batch(imgs, pool=own)
+        return run_split_on_failure(imgs, lambda part: self._process_on_device(part, pool), self._process_on_cpu,
                                     on_failure=self._log_failure)
 
-    def _process_on_device(self, imgs: list[np.ndarray]) -> list[list[EmbeddedFace]]:
+    def _process_on_device(self, imgs: list[np.ndarray], pool: ThreadPoolExecutor) -> list[list[EmbeddedFace]]:
         with self._timed("fit"):
-            with ThreadPoolExecutor(self.threads) as pool:
-                fitted = list(pool.map(self.detector.fit, imgs))
+            fitted = list(pool.map(self.detector.fit, imgs))
         with self._timed("detect"):
             rows = self.detector.detect_fitted([work for work, _ in fitted])
-            from ml.detectors.yunet import faces_from_rows
-
             detections = [faces_from_rows(r, letterbox, img.shape[1], img.shape[0])
                           for r, (_, letterbox), img in zip(rows, fitted, imgs)]
         with self._timed("align"):
