@@ -3,13 +3,11 @@
 The same packaged int8 ONNX files as the cv2.dnn path, sha256-checked against
 the manifest, are read without the ``onnx`` package (``onnx_proto``), their
 weights dequantized to float32 once (``graph``), and run by torch on the
-device ``FACEINDEX_DEVICE`` names (``device``). ``BatchedFacePipeline``
+device ``FACEINDEX_DEVICE`` names (``device``). ``TorchFacePipeline``
 (``pipeline``) runs many images per call: decode on CPU threads, one detector
 batch per input shape, alignment with ``grid_sample`` on the device, one
 embedding call for every face of the batch. Imports torch: only load this
 package where torch is installed.
-
-Only a device-side flaw is fatal to a batch; see ``device.run_split_on_failure``.
 """
 import os
 

@@ -55,6 +55,8 @@ def torch_supports(detector_id: str | None = None, recognizer_id: str | None = N
 class TorchFacePipeline(FacePipeline):
     """A FacePipeline whose detector and recognizer are torch modules on ``device``."""
 
+    runs_batches_on_device = True  # callers hand it whole batches (process_batch), not image by image
+
     def __init__(self, *args, device: torch.device, threads: int = 0, precision: str = "fp32", **kwargs):
         super().__init__(*args, **kwargs)
         self.device = device
