@@ -197,6 +197,11 @@ FACEINDEX_RECOGNIZER = setting("FACEINDEX_RECOGNIZER", "")
 # cpu, cuda or cuda:<i>. On a GPU they run through torch (ml.torch_models),
 # whole batches at once; on the CPU through cv2.dnn, faster there (README).
 FACEINDEX_DEVICE = setting("FACEINDEX_DEVICE", "auto")
+# Batches go to this queue while a GPU worker is alive (backend/jobs/routing.py),
+# FACEINDEX_GPU_BATCH_SIZE images per message. Only GPU workers consume it
+# (they add it with -Q); it is not in CELERY_TASK_QUEUES on purpose.
+FACEINDEX_GPU_QUEUE = "faceindex.gpu"
+FACEINDEX_GPU_BATCH_SIZE = int(setting("FACEINDEX_GPU_BATCH_SIZE", "64"))
 
 LOGGING = {
     "version": 1,

@@ -27,6 +27,11 @@ def _torch_device():
     return device if device.type == "cuda" else None
 
 
+def runs_on_gpu() -> bool:
+    """Whether this process's face models run on a GPU: it is then a GPU worker (jobs.routing)."""
+    return _torch_device() is not None
+
+
 @lru_cache(maxsize=1)
 def _load():
     from ml.pipeline import FacePipeline

@@ -15,7 +15,7 @@ from django.utils import timezone
 from backend.core import storage
 from backend.core.errors import Conflict, ServiceError
 
-from . import dedup
+from . import dedup, routing
 from .ingest import Blob, iter_upload
 from .models import Image, Job
 
@@ -196,15 +196,17 @@ def batches(ids: list[int], size: int | None = None) -> Iterator[list[int]]:
 
 
 def enqueue_images(image_ids: Iterable[int]) -> None:
-    """Send the images to the workers in batches of FACEINDEX_BATCH_SIZE."""
+    """Send the images to the workers: to the GPU queue while a GPU worker lives, else the CPU queue (routing)."""
     from workers.celery_app import app
 
     ids = list(image_ids)
     if not ids:
         return
     Image.objects.filter(id__in=ids).update(queued_at=timezone.now())  # before the sends: the sweep reads it
-    for batch in batches(ids):
-        app.send_task("faceindex.process_batch", args=[batch])
+    with app.connection_for_read() as connection:
+        queue, size = routing.route_for_images(connection.default_channel.client)
+    for batch in batches(ids, size):
+        app.send_task("faceindex.process_batch", args=[batch], **({"queue": queue} if queue else {}))
 
 
 def enqueue_job(job_id: int) -> int:
