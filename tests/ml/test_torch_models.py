@@ -49,6 +49,13 @@ def photos(group_photo, hanks, astronaut):
     }
 
 
+@pytest.fixture(scope="module")
+def both_paths(pipeline, torch_pipeline, photos):
+    """(cv2 path results, torch path results) for the photos, one batch each."""
+    imgs = list(photos.values())
+    return pipeline.process_batch(imgs), torch_pipeline.process_batch(imgs)
+
+
 def test_onnx_reader_matches_the_onnx_package():
     onnx = pytest.importorskip("onnx")
     from onnx import helper, numpy_helper
@@ -105,10 +112,8 @@ def _pairs_of(results_a, results_b):
         yield from zip(faces_a, faces_b)
 
 
-def test_detections_and_embeddings_match_the_cv2_path(pipeline, torch_pipeline, photos):
-    imgs = list(photos.values())
-    reference = pipeline.process_batch(imgs)
-    ours = torch_pipeline.process_batch(imgs)
+def test_detections_and_embeddings_match_the_cv2_path(photos, both_paths):
+    reference, ours = both_paths
     assert sum(len(f) for f in reference) >= 20  # the photos really hold faces
     for name, faces_a, faces_b in zip(photos, reference, ours):
         assert len(faces_a) == len(faces_b), name
@@ -123,11 +128,10 @@ def test_detections_and_embeddings_match_the_cv2_path(pipeline, torch_pipeline, 
         assert b.quality == pytest.approx(a.quality, abs=0.01)
 
 
-def test_same_match_decisions_as_the_cv2_path(pipeline, torch_pipeline, photos):
+def test_same_match_decisions_as_the_cv2_path(pipeline, both_paths):
     """Every pair of faces across the photos: same or different person, as the cv2 path decides."""
-    imgs = list(photos.values())
-    emb_a = np.stack([f.embedding for faces in pipeline.process_batch(imgs) for f in faces])
-    emb_b = np.stack([f.embedding for faces in torch_pipeline.process_batch(imgs) for f in faces])
+    emb_a = np.stack([f.embedding for faces in both_paths[0] for f in faces])
+    emb_b = np.stack([f.embedding for faces in both_paths[1] for f in faces])
     threshold = pipeline.threshold
     decisions_a, decisions_b = emb_a @ emb_a.T >= threshold, emb_b @ emb_b.T >= threshold
     pairs = list(itertools.combinations(range(len(emb_a)), 2))
@@ -139,9 +143,9 @@ def test_same_match_decisions_as_the_cv2_path(pipeline, torch_pipeline, photos):
     assert np.array_equal(sims_a.argmax(1), sims_b.argmax(1))
 
 
-def test_batch_equals_one_by_one(torch_pipeline, photos):
+def test_batch_equals_one_by_one(torch_pipeline, photos, both_paths):
     imgs = list(photos.values())
-    batched = torch_pipeline.process_batch(imgs)
+    batched = both_paths[1]
     for img, faces in zip(imgs, batched):
         alone = torch_pipeline.process(img)
         assert len(alone) == len(faces)
@@ -198,6 +202,15 @@ def test_out_of_memory_splits_the_batch_then_falls_back_without_losing_items():
 
     with pytest.raises(ValueError, match="a bug"):
         run_split_on_failure([1, 2], broken, lambda items: items)
+
+
+def test_malformed_onnx_is_a_clear_model_file_error():
+    from ml.errors import ModelFileError
+
+    data = weights.model_bytes(DETECTOR)
+    for broken in (data[: len(data) // 2], b"\x0f\xff", b""):
+        with pytest.raises(ModelFileError, match="ONNX"):
+            read_onnx(broken)
 
 
 def test_lost_gpu_errors_count_as_device_failures():
