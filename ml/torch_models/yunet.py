@@ -10,10 +10,13 @@ greedy NMS runs on the boxes truncated to integers (cv2.dnn.NMSBoxes on
 Rect2i), best score first, keeping a box whose IoU with every kept one is at
 most the NMS threshold.
 
-Batches: images whose padded shapes are equal run as one forward pass. Extra
-zero padding would change the network's output near the right and bottom
-edges (the first conv's bias turns the padding non-zero), so images are never
-padded beyond cv2's own multiple of 32: parity first.
+Batches: images whose padded shapes are equal run as one forward pass (an
+archive of one camera's photos is one shape). Letterboxing to a few fixed
+shapes was measured and rejected: extra zero padding changes the network's
+output (the first conv's bias turns the padding non-zero and the features
+shift), and on 160 dev photos padding to multiples of 128 moved boxes by up to
+16 px, padding to 960x960 up to 20 px and changed the face count of 3 photos.
+So images are never padded beyond cv2's own multiple of 32: parity first.
 """
 from __future__ import annotations
 
