@@ -198,8 +198,8 @@ FACEINDEX_RECOGNIZER = setting("FACEINDEX_RECOGNIZER", "")
 # whole batches at once; on the CPU through cv2.dnn, faster there (README).
 FACEINDEX_DEVICE = setting("FACEINDEX_DEVICE", "auto")
 # Batches go to this queue while a GPU worker is alive (backend/jobs/routing.py),
-# FACEINDEX_GPU_BATCH_SIZE images per message. Only GPU workers consume it
-# (they add it with -Q); it is not in CELERY_TASK_QUEUES on purpose.
+# FACEINDEX_GPU_BATCH_SIZE images per message. Only GPU workers consume it (they
+# add it when ready, workers/tasks.py); it is not in CELERY_TASK_QUEUES on purpose.
 FACEINDEX_GPU_QUEUE = "faceindex.gpu"
 FACEINDEX_GPU_BATCH_SIZE = int(setting("FACEINDEX_GPU_BATCH_SIZE", "64"))
 
