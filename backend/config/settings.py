@@ -179,6 +179,10 @@ CELERY_TASK_QUEUES = [Queue(name, Exchange(name), routing_key=name)
 CELERY_TASK_ROUTES = {"faceindex.list_source": {"queue": FACEINDEX_LISTING_QUEUE}}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
+# GPU workers take batches from their own queue while one is alive
+# (backend/jobs/routing.py). Only GPU workers consume it (they add it when
+# ready, workers/signals.py); it is not in CELERY_TASK_QUEUES on purpose.
+FACEINDEX_GPU_QUEUE = "faceindex.gpu"
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,7 @@ TUNABLES = [
     Tunable("FACEINDEX_AMBIGUITY_MARGIN", float, 0.03, "the best identity must beat the runner-up by this much, else the face stays unknown"),
     Tunable("FACEINDEX_DETECTOR", str, "", "detector id in weights/manifest.toml (empty: the manifest's default)"),
     Tunable("FACEINDEX_RECOGNIZER", str, "", "recognizer id in weights/manifest.toml (empty: the default; its width must match the gallery)"),
+    Tunable("FACEINDEX_DEVICE", str, "auto", "where the face models run: auto (a CUDA GPU if there is one), cpu, cuda or cuda:<i>"),
     # Unknown-face clustering (why these values: backend/gallery/clustering.py).
     Tunable("FACEINDEX_CLUSTER_SIMILARITY", float, 0.45, "cosine similarity linking two unknown faces into one cluster"),
     Tunable("FACEINDEX_CLUSTER_NEIGHBOURS", int, 10, "nearest unknown faces looked at per new face"),
@@ -235,7 +240,8 @@ TUNABLES = [
     Tunable("FACEINDEX_IMPORT_MAX_FILES", int, 2_000_000, "most files one import job lists; the rest are left out with a reason"),
     Tunable("FACEINDEX_IMPORT_LIST_CHUNK", int, 1000, "files listed per chunk: the request lists the first, workers the rest"),
     # Workers.
-    Tunable("FACEINDEX_BATCH_SIZE", int, 8, "images per worker task (faces embedded in one call); 32-64 on a GPU"),
+    Tunable("FACEINDEX_BATCH_SIZE", int, 8, "images per CPU worker task (faces embedded in one call)"),
+    Tunable("FACEINDEX_GPU_BATCH_SIZE", int, 64, "images per task while a GPU worker is alive (they go to its queue)"),
     Tunable("FACEINDEX_WORKER_THREADS", int, 0, "threads per worker process for OpenCV/BLAS/torch (0: one per core)"),
     # Sweeps (celery beat runs them): lost messages, stalled listings, missed webhooks.
     Tunable("FACEINDEX_SWEEP_INTERVAL_S", int, 300, "seconds between sweeps (beat's schedule; 0: no periodic sweep)"),

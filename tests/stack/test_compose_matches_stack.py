@@ -26,3 +26,15 @@ def test_worker_runs_celery_and_api_runs_gunicorn():
     # Every app service reports its health: compose waits on it and restarts what fails.
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
     assert "inspect ping" in " ".join(services["worker"]["healthcheck"]["test"])
+
+
+def test_gpu_worker_is_an_opt_in_profile_with_a_gpu_reservation():
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    gpu = services["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]  # `docker compose up` alone starts no GPU worker
+    assert set(gpu["environment"]) == set(Stack.for_tests().env()) | DJANGO_ONLY | {"FACEINDEX_DEVICE"}
+    assert gpu["environment"]["FACEINDEX_DEVICE"].startswith("cuda")
+    assert gpu["command"][:4] == ["celery", "-A", "workers", "worker"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in device["capabilities"] for device in devices)
+    assert "cu" in gpu["build"]["args"]["TORCH_INDEX_URL"].rsplit("/", 1)[-1]
