@@ -7,4 +7,5 @@ urlpatterns = [
     path("api/v1/", include("backend.api.urls")),
     path("api/v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("", include("backend.web.urls")),
 ]
