@@ -201,6 +201,7 @@ def photo_pixels(request, image_id: int):
 @page_view
 @require_POST
 def photo_tag(request, image_id: int):
+    _owned_image(request, image_id)
     try:
         box = [float(request.POST[k]) for k in ("x", "y", "w", "h")]
     except (KeyError, ValueError):
@@ -214,6 +215,7 @@ def photo_tag(request, image_id: int):
 @page_view
 @require_POST
 def face_assign(request, face_id: int):
+    gallery.get_face(owner=request.user, face_id=face_id)  # another owner's face: 404 before anything else
     identity = _chosen_person(request, request.user)
     face = gallery.assign_face(owner=request.user, face_id=face_id, identity_id=identity.pk)
     messages.success(request, f"This face is now {identity.name}.")
