@@ -117,7 +117,22 @@ def test_an_owner_indexes_names_and_curates_people_and_another_owner_sees_none_o
         assert re.search(r"Tom Hanks 0\.\d\d", page.locator(".box", has_text="Tom Hanks").inner_text())
         save_readme_screenshot(page)
 
-    with step(page, "05-name-an-unknown-cluster"):
+    with step(page, "05-draw-a-box-to-tag-a-face"):
+        faces = face_count(page)
+        collins = page.locator(".box", has_text="Eileen Collins").bounding_box()
+        page.click("#draw-toggle")
+        page.mouse.move(collins["x"] + 2, collins["y"] + 2)
+        page.mouse.down()
+        page.mouse.move(collins["x"] + collins["width"] / 2, collins["y"] + collins["height"] / 2)
+        page.mouse.move(collins["x"] + collins["width"] - 2, collins["y"] + collins["height"] - 2)
+        page.mouse.up()
+        page.click("#tag-form button[type=submit]")
+        page.wait_for_selector(".messages")
+        assert "Tagged a face: Eileen Collins" in page.inner_text(".messages")  # the drawn box is embedded and matched
+        assert face_count(page) == faces + 1
+        assert "tagged by hand" in page.inner_text(".faces")
+
+    with step(page, "06-name-an-unknown-cluster"):
         deadline = time.monotonic() + 60  # clustering runs in the background after indexing
         page.goto(base + "/unknown/")
         while page.locator(".cluster").count() == 0 and time.monotonic() < deadline:
@@ -133,7 +148,7 @@ def test_an_owner_indexes_names_and_curates_people_and_another_owner_sees_none_o
         assert page.locator("#appearances .thumb").count() == size
         stranger_url = page.url
 
-    with step(page, "06-assign-a-face"):
+    with step(page, "07-assign-a-face"):
         page.locator("#appearances .thumb").first.click()
         page.wait_for_selector("#photo .box")
         photo_url = page.url.split("#")[0]
@@ -157,7 +172,7 @@ def test_an_owner_indexes_names_and_curates_people_and_another_owner_sees_none_o
         page.wait_for_selector(f".box[data-face='{second}']:has-text('Guest Centre')")
         assert "This face is now Guest Centre" in page.inner_text(".messages")
 
-    with step(page, "07-merge-and-undo"):
+    with step(page, "08-merge-and-undo"):
         page.goto(base + "/people/?q=Guest")
         page.click("text=Guest Centre")
         page.wait_for_selector("#person-name")
@@ -177,7 +192,7 @@ def test_an_owner_indexes_names_and_curates_people_and_another_owner_sees_none_o
         assert page.inner_text("#person-name") == "Guest Centre"
         assert page.locator("#appearances .thumb").count() == guest_faces
 
-    with step(page, "08-delete-with-purge"):
+    with step(page, "09-delete-with-purge"):
         page.goto(stranger_url)
         stranger_faces = page.locator("#appearances .thumb").count()
         page.click("#delete-person")
@@ -190,12 +205,12 @@ def test_an_owner_indexes_names_and_curates_people_and_another_owner_sees_none_o
         page.wait_for_selector("#photo")
         assert face_count(page) == faces_before - 1  # this photo's Stranger One face is gone
 
-    with step(page, "09-sign-out"):
+    with step(page, "10-sign-out"):
         page.click("#sign-out")
         page.wait_for_url(re.compile(r"/login/"))
 
     other = browser.new_context(viewport={"width": 390, "height": 844}).new_page()  # a phone-width screen
-    with step(other, "10-second-owner-sees-nothing"):
+    with step(other, "11-second-owner-sees-nothing"):
         sign_in(other, base, "bob")
         assert "No jobs yet" in other.inner_text("main")
         other.goto(base + "/people/")

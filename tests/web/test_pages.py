@@ -1,6 +1,7 @@
 """Web pages through Django's test client: owner isolation, login, and a fixed query count per page."""
 from __future__ import annotations
 
+import re
 import uuid
 
 import numpy as np
@@ -165,3 +166,66 @@ def test_assign_by_typed_name_and_a_service_refusal_becomes_a_message(rng=np.ran
     client.post(f"/faces/{face.pk}/assign/", {"person": "ann"})
     face.refresh_from_db()
     assert face.identity_id == ann.pk and face.identity_locked
+
+
+def test_not_this_person_and_removing_a_face_from_a_cluster(rng=np.random.default_rng(6)):
+    from backend.gallery.models import Rejection
+
+    owner = make_user()
+    job = Job.objects.create(owner=owner, total_images=3)
+    ann = Identity.objects.create(owner=owner, name="Ann")
+    face = add_photo(owner, job, rng, [ann]).faces.get()
+    client = signed_in(owner)
+    response = client.post(f"/faces/{face.pk}/reject/", follow=True)
+    assert "Not Ann: this face is now unknown" in response.content.decode()
+    face.refresh_from_db()
+    assert face.identity_id is None and Rejection.objects.filter(face=face, identity=ann).exists()
+
+    cluster = UnknownCluster.objects.create(owner=owner)
+    a, b = (add_photo(owner, job, rng, [None], cluster=cluster).faces.get() for _ in range(2))
+    response = client.post(f"/unknown/{cluster.pk}/remove/{a.pk}/", follow=True)
+    assert response.status_code == 200 and "Removed the face" in response.content.decode()
+    a.refresh_from_db(), b.refresh_from_db()
+    assert a.cluster_id is None and a.cluster_checked
+    assert not UnknownCluster.objects.filter(pk=cluster.pk).exists() and b.cluster_id is None  # one face is no group
+
+
+def test_cancel_a_running_job_from_its_page():
+    owner = make_user()
+    job = Job.objects.create(owner=owner, total_images=5, status=Job.Status.RUNNING)
+    client = signed_in(owner)
+    assert 'id="job-cancel"' in client.get(f"/jobs/{job.pk}/").content.decode()
+    body = client.post(f"/jobs/{job.pk}/cancel/", follow=True).content.decode()
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED and "is cancelled" in body and 'id="job-cancel"' not in body
+
+
+def _upload(name: str, data: bytes):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, data, content_type="image/jpeg")
+
+
+def test_enroll_then_search_by_photo_and_verify_two_photos():
+    import cv2
+
+    from ml.package_images import astronaut_bgr, read_package_image
+
+    astronaut = cv2.imencode(".jpg", astronaut_bgr())[1].tobytes()
+    astronaut_crop = cv2.imencode(".jpg", astronaut_bgr()[0:300, 80:420])[1].tobytes()
+    hanks = cv2.imencode(".jpg", read_package_image("Tom_Hanks_54745.png"))[1].tobytes()
+    owner = make_user()
+    client = signed_in(owner)
+    response = client.post("/people/new/", {"name": "Eileen", "files": [_upload("a.jpg", astronaut)]}, follow=True)
+    assert "Enrolled 1 photo(s) of Eileen" in response.content.decode()
+
+    body = client.post("/search/", {"file": _upload("probe.jpg", astronaut_crop)}).content.decode()
+    assert re.search(r"Face 1: <a href=\"/people/\d+/\">Eileen</a>", body)
+    assert re.search(r"Eileen</a> <span class=\"score\">0\.\d{3}</span> ✓", body)
+
+    same = client.post("/verify/", {"file_a": _upload("a.jpg", astronaut), "file_b": _upload("b.jpg", astronaut_crop)})
+    assert "Same person" in same.content.decode() and "threshold 0." in same.content.decode()
+    different = client.post("/verify/", {"file_a": _upload("a.jpg", astronaut), "file_b": _upload("h.jpg", hanks)})
+    assert "Different people" in different.content.decode()
+    no_face = client.post("/verify/", {"file_a": _upload("a.txt", b"not an image"), "file_b": _upload("h.jpg", hanks)}, follow=True)
+    assert 'class="error"' in no_face.content.decode()
