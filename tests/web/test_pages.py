@@ -1,6 +1,7 @@
 """Web pages through Django's test client: owner isolation, login, and a fixed query count per page."""
 from __future__ import annotations
 
+import io
 import re
 import uuid
 
@@ -229,3 +230,31 @@ def test_enroll_then_search_by_photo_and_verify_two_photos():
     assert "Different people" in different.content.decode()
     no_face = client.post("/verify/", {"file_a": _upload("a.txt", b"not an image"), "file_b": _upload("h.jpg", hanks)}, follow=True)
     assert 'class="error"' in no_face.content.decode()
+
+
+def test_the_photo_is_shown_upright_after_exif_rotation():
+    import cv2
+    from PIL import Image as PILImage
+
+    from backend.core import storage
+
+    owner = make_user()
+    job = Job.objects.create(owner=owner, total_images=1)
+    upright = np.zeros((120, 200, 3), np.uint8)
+    upright[:, :100] = (0, 0, 255)  # left half red (BGR), right half black
+    stored = cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE)  # stored 120 wide, 200 high
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    buffer = io.BytesIO()
+    PILImage.fromarray(cv2.cvtColor(stored, cv2.COLOR_BGR2RGB)).save(buffer, format="JPEG", exif=exif.tobytes())
+    key = f"{owner.pk}/test/{uuid.uuid4().hex}.jpg"
+    storage.ensure_bucket()
+    storage.put_bytes(key, buffer.getvalue(), "image/jpeg")
+    image = Image.objects.create(owner=owner, job=job, object_key=key, size_bytes=len(buffer.getvalue()), original_name="r.jpg",
+                                 status=Image.Status.DONE, width=200, height=120)
+    response = signed_in(owner).get(f"/photos/{image.pk}/image.jpg")
+    assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
+    shown = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
+    assert shown.shape[:2] == (120, 200)
+    assert shown[60, 30, 2] > 200 and shown[60, 170].max() < 40  # red on the left, as the camera saw it
+    storage.delete_keys([key])
