@@ -258,3 +258,23 @@ def test_the_photo_is_shown_upright_after_exif_rotation():
     assert shown.shape[:2] == (120, 200)
     assert shown[60, 30, 2] > 200 and shown[60, 170].max() < 40  # red on the left, as the camera saw it
     storage.delete_keys([key])
+
+
+def test_import_from_an_allowed_folder_and_a_refused_one(tmp_path, settings):
+    import cv2
+
+    from ml.package_images import astronaut_bgr
+
+    allowed = tmp_path / "photos"
+    allowed.mkdir()
+    cv2.imwrite(str(allowed / "a.jpg"), astronaut_bgr())
+    settings.FACEINDEX_IMPORT_ROOTS = [str(allowed)]
+    owner = make_user()
+    client = signed_in(owner)
+    assert str(allowed) in client.get("/").content.decode()  # the page says which sources are allowed
+    response = client.post("/import/", {"source": str(allowed)})
+    job = Job.objects.get(owner=owner)
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{job.pk}/"
+    assert job.source == "folder" and job.total_images == 1
+    refused = client.post("/import/", {"source": str(tmp_path)}, HTTP_REFERER="http://testserver/", follow=True)
+    assert 'class="error"' in refused.content.decode() and Job.objects.filter(owner=owner).count() == 1
