@@ -157,6 +157,8 @@ def test_an_owner_indexes_names_and_curates_people_and_another_owner_sees_none_o
         page.wait_for_selector("#person-name")
         assert page.inner_text("#person-name") == "Stranger One"
         assert page.locator("#appearances .thumb").count() == size
+        page.wait_for_function("document.querySelector('#timeline').complete")
+        assert page.evaluate("document.querySelector('#timeline').naturalWidth") > 0  # the API's chart, with the session
         assert fits_a_phone(page)
         stranger_url = page.url
 
