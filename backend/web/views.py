@@ -8,12 +8,14 @@ page the form came from.
 """
 from __future__ import annotations
 
+import math
 from functools import wraps
 
 import cv2
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -56,17 +58,27 @@ def _back(request, fallback: str) -> str:
     return fallback
 
 
+def _has_nul(request) -> bool:
+    return any("\x00" in value for data in (request.GET, request.POST) for _, values in data.lists() for value in values)
+
+
 def page_view(view):
     """Signed-in users only; NotFound is a 404, any other ServiceError a message on the referring page."""
     @login_required(login_url="web:login")
     @wraps(view)
     def wrapper(request, *args, **kwargs):
+        if _has_nul(request):  # PostgreSQL text cannot hold NUL; DRF's fields refuse it for the API alike
+            messages.error(request, "text must not contain NUL characters")
+            return redirect(_back(request, reverse("web:home")))
         try:
             return view(request, *args, **kwargs)
         except NotFound as exc:
             raise Http404(exc.message)
         except ServiceError as exc:
             messages.error(request, exc.message)
+            return redirect(_back(request, reverse("web:home")))
+        except ValidationError as exc:  # a model's own check (e.g. a name longer than the column)
+            messages.error(request, " ".join(exc.messages))
             return redirect(_back(request, reverse("web:home")))
     return wrapper
 
@@ -205,6 +217,8 @@ def photo_tag(request, image_id: int):
     try:
         box = [float(request.POST[k]) for k in ("x", "y", "w", "h")]
     except (KeyError, ValueError):
+        box = []
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
         raise ServiceError("invalid", "draw a box around the face first", field="box")
     identity = _chosen_person(request, request.user) if (request.POST.get("person") or request.POST.get("identity_id")) else None
     face = gallery.tag_face(owner=request.user, image_id=image_id, box=box, identity_id=identity.pk if identity else None)

@@ -278,3 +278,31 @@ def test_import_from_an_allowed_folder_and_a_refused_one(tmp_path, settings):
     assert job.source == "folder" and job.total_images == 1
     refused = client.post("/import/", {"source": str(tmp_path)}, HTTP_REFERER="http://testserver/", follow=True)
     assert 'class="error"' in refused.content.decode() and Job.objects.filter(owner=owner).count() == 1
+
+
+JUNK_FORMS = [{}, {"name": ""}, {"name": "x" * 300}, {"person": "x" * 300}, {"identity_id": "abc"},
+              {"identity_id": str(2**63)}, {"identity_id": "-1"}, {"x": "nan", "y": "1", "w": "inf", "h": "9"},
+              {"x": "a"}, {"source": "ftp://nowhere"}, {"source": "relative/path"}, {"purge_faces": "1", "name": "\x00"}]
+
+
+def test_no_form_answers_junk_with_a_server_error(rng=np.random.default_rng(7)):
+    owner = make_user()
+    job = Job.objects.create(owner=owner, total_images=1)
+    ann = Identity.objects.create(owner=owner, name="Ann")
+    cluster = UnknownCluster.objects.create(owner=owner)
+    image = add_photo(owner, job, rng, [ann, None], cluster=cluster)
+    face = image.faces.filter(identity=ann).get()
+    merge = Merge.objects.create(owner=owner, target=ann, source_id=10**9, source_name="Gone",
+                                 source_created_at="2020-01-01T00:00Z", source_updated_at="2020-01-01T00:00Z")
+    client = signed_in(owner)
+    client.raise_request_exception = False
+    urls = ["/upload/", "/import/", f"/jobs/{job.pk}/cancel/", f"/photos/{image.pk}/tag/", f"/faces/{face.pk}/assign/",
+            f"/faces/{face.pk}/new-person/", "/people/new/", f"/people/{ann.pk}/rename/", f"/people/{ann.pk}/merge/",
+            f"/people/{ann.pk}/enroll/", f"/merges/{merge.pk}/undo/", f"/unknown/{cluster.pk}/name/",
+            f"/unknown/{cluster.pk}/remove/{face.pk}/", "/search/", "/verify/", f"/faces/{face.pk}/reject/"]
+    errors = [(url, form, response.status_code) for url in urls for form in JUNK_FORMS
+              if (response := client.post(url, form)).status_code >= 500]
+    errors += [(url, "GET", response.status_code) for url in ("/people/?page=abc", "/unknown/?page=-1", f"/jobs/{job.pk}/?page=x")
+               if (response := client.get(url)).status_code >= 500]
+    assert not errors, errors
+    assert Identity.objects.filter(owner=owner, name="x" * 300).count() == 0
