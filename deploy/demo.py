@@ -56,6 +56,8 @@ def main() -> int:
     print("starting the embedded stack (PostgreSQL+pgvector, Redis, S3)…", flush=True)
     stack.start()
     env = {**os.environ, **stack.env(), "DJANGO_SETTINGS_MODULE": "backend.config.settings"}
+    # The web app's "import from a folder" can read the demo's sample photos.
+    env.setdefault("FACEINDEX_IMPORT_ROOTS", str(stack.var_dir / "demo-sample"))
     # One worker per core: each keeps its models to a fair share of the cores.
     env.setdefault("FACEINDEX_WORKER_THREADS", str(max(1, (os.cpu_count() or 1) // WORKER_COUNT)))
     manage("migrate", "--noinput", "-v", "0", env=env)
@@ -87,6 +89,7 @@ def main() -> int:
     print(f"""
 faceindex is running (demo wall time {time.monotonic() - started:.0f}s, indexing incl. enrollment {index_seconds:.1f}s)
   web app    {base}/               sign in as '{DEMO_OWNER}', password '{DEMO_PASSWORD}'
+             (folder imports allowed under {env['FACEINDEX_IMPORT_ROOTS']})
   API        {base}/api/v1/          token for user '{DEMO_OWNER}': {token}
              curl -H 'Authorization: Token {token}' {base}/api/v1/reports/identities
   API docs   {base}/api/v1/docs
