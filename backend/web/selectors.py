@@ -6,7 +6,6 @@ from django.db.models.functions import Coalesce, RowNumber
 from django.db.models.expressions import Window
 
 from backend.core.storage import presigned_url
-from backend.gallery.clustering import clusters_for
 from backend.gallery.models import Face, Identity, Template
 from backend.jobs.models import Image, Job
 
@@ -56,11 +55,6 @@ def job_images(job: Job) -> QuerySet:
 
 def job_failures(job: Job, limit: int = 100) -> list[Image]:
     return list(Image.objects.filter(job=job, status=Image.Status.FAILED).order_by("id")[:limit])
-
-
-def clusters(*, owner) -> QuerySet:
-    """Unknown-face clusters, largest first (the gallery's own ordering)."""
-    return clusters_for(owner)
 
 
 def cluster_samples(cluster_ids: list[int], per_cluster: int = CLUSTER_SAMPLES) -> dict[int, list[Face]]:

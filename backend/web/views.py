@@ -366,7 +366,7 @@ def merge_undo(request, merge_id: int):
 def unknown(request):
     # Catch up on faces no background task has clustered yet (bounded), as the API's list does.
     clustering.cluster_pending(request.user.pk, limit=500)
-    page = _page(request, selectors.clusters(owner=request.user), CLUSTERS_PER_PAGE)
+    page = _page(request, clustering.clusters_for(request.user), CLUSTERS_PER_PAGE)
     samples = selectors.cluster_samples([c.pk for c in page])
     groups = [{"cluster": c, "samples": [{"face": f, "crop_url": thumbnail_url(f.crop_key)} for f in samples[c.pk]]}
               for c in page]
