@@ -221,12 +221,26 @@ def test_an_owner_indexes_names_and_curates_people_and_another_owner_sees_none_o
         page.wait_for_selector("#photo")
         assert face_count(page) == faces_before - 1  # this photo's Stranger One face is gone
 
-    with step(page, "10-sign-out"):
+    with step(page, "10-drag-and-drop-a-photo"):
+        page.goto(base + "/")
+        photo = (sample_archive.archive_dir / "2021/hanks-large.jpg").read_bytes()
+        # What a drop from the file manager delivers: a DataTransfer holding the file.
+        page.evaluate("""([name, bytes]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], name, { type: "image/jpeg" }));
+            document.querySelector("[data-dropzone]").dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true }));
+        }""", ["dropped.jpg", list(photo)])
+        page.wait_for_url(re.compile(r"/jobs/\d+/$"))
+        assert page.url != job_url
+        page.wait_for_function("document.querySelector('#job-status').textContent.startsWith('completed')", timeout=JOB_TIMEOUT_MS)
+        assert "dropped.jpg" in page.inner_text("#job-images")
+
+    with step(page, "11-sign-out"):
         page.click("#sign-out")
         page.wait_for_url(re.compile(r"/login/"))
 
     other = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
-    with step(other, "11-second-owner-sees-nothing"):
+    with step(other, "12-second-owner-sees-nothing"):
         sign_in(other, base, "bob")
         assert "No jobs yet" in other.inner_text("main")
         other.goto(base + "/people/")
