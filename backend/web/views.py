@@ -104,7 +104,7 @@ def _one_upload(request, field: str) -> Upload:
 def _chosen_person(request, owner) -> Identity:
     """The person a form names: `identity_id` (set by the type-ahead) or an exact `person` name."""
     raw_id = request.POST.get("identity_id", "").strip()
-    if raw_id.isdigit():
+    if raw_id.isascii() and raw_id.isdigit():
         return gallery.get_identity(owner=owner, identity_id=int(raw_id))
     name = request.POST.get("person", "").strip()
     if not name:
@@ -378,7 +378,7 @@ def unknown(request):
 def cluster_name(request, cluster_id: int):
     """An existing person when the type-ahead picked one (identity_id), else a new person of that name."""
     raw_id = request.POST.get("identity_id", "").strip()
-    if raw_id.isdigit():
+    if raw_id.isascii() and raw_id.isdigit():
         identity = clustering.name_cluster(owner=request.user, cluster_id=cluster_id, identity_id=int(raw_id))
     else:
         identity = clustering.name_cluster(owner=request.user, cluster_id=cluster_id, name=request.POST.get("person", ""))

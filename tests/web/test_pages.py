@@ -281,7 +281,7 @@ def test_import_from_an_allowed_folder_and_a_refused_one(tmp_path, settings):
 
 
 JUNK_FORMS = [{}, {"name": ""}, {"name": "x" * 300}, {"person": "x" * 300}, {"identity_id": "abc"},
-              {"identity_id": str(2**63)}, {"identity_id": "-1"}, {"x": "nan", "y": "1", "w": "inf", "h": "9"},
+              {"identity_id": str(2**63)}, {"identity_id": "-1"}, {"identity_id": "²"}, {"x": "nan", "y": "1", "w": "inf", "h": "9"},
               {"x": "a"}, {"source": "ftp://nowhere"}, {"source": "relative/path"}, {"purge_faces": "1", "name": "\x00"}]
 
 
