@@ -29,7 +29,7 @@ from ml.errors import ImageDecodeError
 from backend.core.errors import NotFound, ServiceError
 from backend.core.pipeline import encode_jpeg
 from backend.gallery import clustering, merging, search, services as gallery
-from backend.gallery.models import Identity, Merge
+from backend.gallery.models import Enrollment, Identity, Merge
 from backend.jobs import services as jobs
 from backend.jobs.models import Image, Job
 from backend.jobs.processing import SourceUnreadable, read_original
@@ -270,7 +270,13 @@ def people(request):
     return render(request, "web/people.html", {"page": page, "cards": cards, "q": query})
 
 
-def _enroll_message(request, identity: Identity, summary) -> None:
+def _enroll(request, identity: Identity) -> None:
+    """Enroll the uploaded photos (in this request, or by a worker when there are many) and say how it went."""
+    summary = gallery.enroll(identity=identity, uploads=_uploads(request))
+    if isinstance(summary, Enrollment):
+        messages.info(request, f"Enrolling {len(summary.files)} photos of {identity.name} in the background; "
+                               "the templates appear here as they are made.")
+        return
     if summary.enrolled:
         messages.success(request, f"Enrolled {summary.enrolled} photo(s) of {identity.name}.")
     for result in summary.results:
@@ -283,7 +289,7 @@ def _enroll_message(request, identity: Identity, summary) -> None:
 def person_create(request):
     identity = gallery.create_identity(owner=request.user, name=request.POST.get("name", ""))
     if request.FILES.getlist("files"):
-        _enroll_message(request, identity, gallery.enroll_from_uploads(identity=identity, uploads=_uploads(request)))
+        _enroll(request, identity)
     return redirect("web:person", identity_id=identity.pk)
 
 
@@ -339,7 +345,7 @@ def person_delete(request, identity_id: int):
 @require_POST
 def person_enroll(request, identity_id: int):
     identity = gallery.get_identity(owner=request.user, identity_id=identity_id)
-    _enroll_message(request, identity, gallery.enroll_from_uploads(identity=identity, uploads=_uploads(request)))
+    _enroll(request, identity)
     return redirect("web:person", identity_id=identity.pk)
 
 
