@@ -1,8 +1,11 @@
 """Index stored images in batches: read, decode, detect, align, embed, match, write faces.
 
-A batch shares one embedding call for all its faces; everything else is per
-image, and every image is written in its own transaction, so one bad image
-fails alone and a re-run of a finished image is a no-op (idempotent).
+A batch shares one embedding call for all its faces, one matching query and
+one database transaction for all its images (faces in one multi-row insert,
+job counters moved once per job). Decode and detection failures fail one
+image alone; if the batch's transaction fails, each image is written again in
+its own transaction, so one bad row cannot take the batch down. A re-run of a
+finished image is a no-op (idempotent): writing re-checks this worker's claim.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from datetime import datetime
 import cv2
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from backend.core import storage
@@ -130,9 +133,7 @@ def process_images(image_ids: list[int], *, worker_name: str) -> None:
         to_embed.append(work)
     to_embed = _detect_and_embed(to_embed)
     _describe(to_embed)
-    threshold = get_pipeline().threshold
-    for work in to_embed:
-        _write_faces(work, worker_name=worker_name, threshold=threshold)
+    _write_batch(to_embed, worker_name=worker_name, threshold=get_pipeline().threshold)
     for work, _first in duplicates:
         if not _link_if_indexed(work, worker_name):
             # The first copy failed: this one fails for the same reason.
@@ -225,20 +226,154 @@ def _finish_as_link(work: Work, locked: Image, canonical: dedup.Indexed, load_pi
     services.finish_image(locked, failed=False, faces_found=new_faces, linked=True)
 
 
+CROP_UPLOAD_THREADS = 8  # crop PUTs are network round trips: overlap them
+
+
+def _upload_crops(batch: list[Work]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(work, crop_key(work.image, ordinal), face.crop) for work in batch for ordinal, face in enumerate(work.faces)]
+    if not jobs:
+        return
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=min(CROP_UPLOAD_THREADS, len(jobs))) as pool:
+        list(pool.map(lambda job: storage.put_bytes(job[1], encode_jpeg(job[2]), "image/jpeg"), jobs))
+    _charge(batch, "write", time.perf_counter() - started)
+
+
+def _charge(batch: list[Work], stage: str, seconds: float) -> None:
+    """Split a stage shared by the batch among its images, by their share of the faces (evenly if none)."""
+    faces = sum(len(w.faces) for w in batch)
+    for work in batch:
+        work.seconds[stage] += seconds * (len(work.faces) / faces if faces else 1 / len(batch))
+
+
+def _write_batch(batch: list[Work], *, worker_name: str, threshold: float) -> None:
+    if not batch:
+        return
+    _upload_crops(batch)
+    try:
+        with transaction.atomic():
+            _write_batch_rows(batch, worker_name=worker_name, threshold=threshold)
+    except DatabaseError:
+        # A deadlock or one bad row: nothing of the batch was written. Each
+        # image gets its own transaction, so a bad one fails alone.
+        log.warning("batch write of %d images failed; writing them one by one", len(batch), exc_info=True)
+        for work in batch:
+            _write_faces(work, worker_name=worker_name, threshold=threshold)
+
+
+def _write_batch_rows(batch: list[Work], *, worker_name: str, threshold: float) -> None:
+    """The whole batch in the caller's transaction: claims checked, links, matching, faces, counters."""
+    write_started = time.perf_counter()
+    locked = {image.pk: image for image in Image.objects.select_for_update(of=("self",)).select_related("job")
+              .filter(pk__in=[w.image.pk for w in batch]).order_by("id")}
+    # Another worker finished or re-claimed an image meanwhile: it is not ours to write.
+    live = [w for w in batch if (image := locked.get(w.image.pk)) is not None
+            and image.status == Image.Status.PROCESSING and image.worker == worker_name]
+    by_owner: dict[int, list[Work]] = defaultdict(list)
+    for work in live:
+        by_owner[work.image.owner_id].append(work)
+    finished: dict[int, list[tuple[Image, int]]] = defaultdict(list)  # job id -> (image, faces)
+    matching.configure_vector_search()
+    match_seconds = 0.0
+    for owner_id, works in by_owner.items():
+        # Same bytes indexed at once by two workers: the content locks make the
+        # second wait for the first's commit and then link instead of writing twice.
+        dedup.lock_contents(owner_id, [w.image.sha256 for w in works])
+        canonical = dedup.indexed_images(owner_id, {w.image.sha256 for w in works})
+        fresh = []
+        for work in works:
+            image = locked[work.image.pk]
+            if (found := canonical.get(image.sha256)) is not None:
+                _finish_as_link(work, image, found, load_pixels=lambda work=work: work.decoded.pixels)
+                keys = [crop_key(image, ordinal) for ordinal in range(len(work.faces))]
+                transaction.on_commit(lambda keys=keys: storage.delete_keys(keys))
+            else:
+                fresh.append(work)
+        if not fresh:
+            continue
+        started = time.perf_counter()
+        probes = [(face, attrs) for work in fresh for face, attrs in zip(work.faces, work.attributes)]
+        scores = matching.identity_scores_batch(owner_id, [f.embedding for f, _ in probes], [a.masked for _, a in probes])
+        matches = iter([matching.decide(s, threshold=threshold) for s in scores])
+        elapsed = time.perf_counter() - started
+        match_seconds += elapsed
+        _charge(fresh, "match", elapsed)
+        Face.objects.filter(image_id__in=[w.image.pk for w in fresh]).delete()
+        rows = []
+        for work in fresh:
+            image = locked[work.image.pk]
+            rows.extend(_face_rows(image, work, [next(matches) for _ in work.faces]))
+            _mark_done(image, work.decoded)
+            finished[image.job_id].append((image, len(work.faces)))
+        Face.objects.bulk_create(rows)
+        unknown_ids = [row.pk for row in rows if row.identity_id is None]
+        transaction.on_commit(lambda owner_id=owner_id, unknown_ids=unknown_ids: _faces_indexed(owner_id, unknown_ids))
+    done = [image for images in finished.values() for image, _ in images]
+    # Write time without matching: this transaction's share plus the crop uploads.
+    _charge([w for w in live if locked[w.image.pk] in done], "write",
+            time.perf_counter() - write_started - match_seconds)
+    works_by_id = {w.image.pk: w for w in live}
+    for image in done:
+        image.timings = {k: round(v, 5) for k, v in works_by_id[image.pk].seconds.items()}
+    Image.objects.bulk_update(done, DONE_FIELDS)
+    for job_id in sorted(finished):
+        services.count_finished(job_id, processed=len(finished[job_id]), faces_found=sum(n for _, n in finished[job_id]))
+
+
+DONE_FIELDS = ["status", "width", "height", "taken_at", "gps_lat", "gps_lon", "processed_at", "worker",
+               "error_code", "error_message", "timings"]
+
+
+def _mark_done(image: Image, decoded) -> None:
+    image.status = Image.Status.DONE
+    image.width, image.height = decoded.width, decoded.height
+    image.taken_at = _parse_taken_at(decoded.taken_at)
+    if decoded.gps:
+        image.gps_lat, image.gps_lon = decoded.gps
+    image.processed_at = timezone.now()
+    image.worker = ""
+    image.error_code = image.error_message = ""
+
+
+def _face_rows(image: Image, work: Work, matches: list[matching.Match]) -> list[Face]:
+    rows = []
+    for ordinal, (face, match, attrs) in enumerate(zip(work.faces, matches, work.attributes)):
+        x, y, w, h = face.box
+        rows.append(Face(
+            owner_id=image.owner_id,
+            image=image,
+            ordinal=ordinal,
+            box_x=x, box_y=y, box_w=w, box_h=h,
+            landmarks=[[float(a), float(b)] for a, b in face.landmarks],
+            det_score=float(face.score),
+            quality=float(face.quality),
+            embedding=face.embedding,
+            identity_id=match.identity_id,
+            similarity=match.similarity,
+            crop_key=crop_key(image, ordinal),
+            **attrs.as_fields(),
+        ))
+    return rows
+
+
+def _faces_indexed(owner_id: int, unknown_face_ids: list[int]) -> None:
+    # Hooks that need the new faces (gallery clustering), once per owner per batch, after commit.
+    from backend.gallery.services import on_faces_indexed
+
+    on_faces_indexed(owner_id, unknown_face_ids)
+
+
 def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
+    """One image in its own transaction: the fallback when its batch's transaction failed (crops are uploaded)."""
     image, decoded, faces = work.image, work.decoded, work.faces
-    with work.timed("write"):
-        for ordinal, face in enumerate(faces):
-            storage.put_bytes(crop_key(image, ordinal), encode_jpeg(face.crop), "image/jpeg")
     write_started = time.perf_counter()
     with transaction.atomic():
         locked = Image.objects.select_for_update().get(pk=image.pk)
         if locked.status != Image.Status.PROCESSING or locked.worker != worker_name:
             return  # another worker finished or re-claimed it meanwhile
-        # Two workers may index the same bytes at once (copies of a photo in
-        # different batches): the content lock makes the second wait for the
-        # first's commit and then link to it instead of writing the faces twice.
-        dedup.lock_content(image.owner_id, image.sha256)
+        dedup.lock_contents(image.owner_id, [image.sha256])
         canonical = dedup.indexed_image(image.owner_id, image.sha256, exclude_id=image.pk)
         if canonical is not None:
             _finish_as_link(work, locked, canonical, load_pixels=lambda: decoded.pixels)
@@ -247,45 +382,16 @@ def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
             return
         with work.timed("match"):
             matching.configure_vector_search()
-            matches = [matching.match_embedding(image.owner_id, face.embedding, threshold=threshold, probe_masked=attrs.masked)
-                       for face, attrs in zip(faces, work.attributes)]
+            scores = matching.identity_scores_batch(image.owner_id, [f.embedding for f in faces],
+                                                    [a.masked for a in work.attributes])
+            matches = [matching.decide(s, threshold=threshold) for s in scores]
         Face.objects.filter(image=locked).delete()
-        rows = []
-        for ordinal, (face, match, attrs) in enumerate(zip(faces, matches, work.attributes)):
-            x, y, w, h = face.box
-            rows.append(
-                Face(
-                    owner_id=image.owner_id,
-                    image=locked,
-                    ordinal=ordinal,
-                    box_x=x, box_y=y, box_w=w, box_h=h,
-                    landmarks=[[float(a), float(b)] for a, b in face.landmarks],
-                    det_score=float(face.score),
-                    quality=float(face.quality),
-                    embedding=face.embedding,
-                    identity_id=match.identity_id,
-                    similarity=match.similarity,
-                    crop_key=crop_key(image, ordinal),
-                    **attrs.as_fields(),
-                )
-            )
+        rows = _face_rows(locked, work, matches)
         Face.objects.bulk_create(rows)
-        locked.status = Image.Status.DONE
-        locked.width, locked.height = decoded.width, decoded.height
-        locked.taken_at = _parse_taken_at(decoded.taken_at)
-        if decoded.gps:
-            locked.gps_lat, locked.gps_lon = decoded.gps
-        locked.processed_at = timezone.now()
-        locked.worker = ""
-        locked.error_code = locked.error_message = ""
-        # Write time without matching: the DB part here plus the crop uploads above.
+        _mark_done(locked, decoded)
         work.seconds["write"] += time.perf_counter() - write_started - work.seconds["match"]
         locked.timings = {k: round(v, 5) for k, v in work.seconds.items()}
         locked.save()
         services.finish_image(locked, failed=False, faces_found=len(rows))
-        # Hooks that need this image's new faces (e.g. gallery clustering via
-        # transaction.on_commit) belong here, once per written image.
-        from backend.gallery.services import on_faces_indexed
-
         unknown_ids = [row.pk for row in rows if row.identity_id is None]
-        transaction.on_commit(lambda: on_faces_indexed(image.owner_id, unknown_ids))
+        transaction.on_commit(lambda: _faces_indexed(image.owner_id, unknown_ids))
