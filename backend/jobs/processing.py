@@ -48,8 +48,12 @@ class SourceUnreadable(Exception):
 class Work:
     image: Image
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    decoded: object | None = None
-    faces: list = field(default_factory=list)
+    decoded: object | None = None  # ml.decode.DecodedImage, maybe at reduced size (large JPEGs)
+    data: bytes | None = None  # the original bytes while a larger decode for the crops may be needed
+    faces: list = field(default_factory=list)  # EmbeddedFace, in full-resolution coordinates
+    # Pixels and faces for age/sex, whose chips are cut from the image (only for jobs that ask).
+    attribute_pixels: object | None = None
+    attribute_faces: list = field(default_factory=list)
     attributes: list = field(default_factory=list)  # gallery.attributes.FaceAttributes per face
 
     @contextmanager
@@ -123,7 +127,8 @@ def process_images(image_ids: list[int], *, worker_name: str) -> None:
                     duplicates.append((work, first_of_content[image.sha256]))
                     continue
                 first_of_content[image.sha256] = work
-                work.decoded = decode_image(data, max_pixels=settings.FACEINDEX_MAX_PIXELS)
+                work.decoded = decode_for_detection(data)
+                work.data = data if work.decoded.reduced else None
         except SourceUnreadable as exc:
             services.fail_image(image.pk, code=exc.code, message=str(exc))
             continue
@@ -140,6 +145,45 @@ def process_images(image_ids: list[int], *, worker_name: str) -> None:
             first = Image.objects.get(pk=_first.image.pk)
             services.fail_image(work.image.pk, code=first.error_code or "internal_error",
                                 message=first.error_message or "the same content failed in this batch")
+
+
+# A face at least this wide in the pixels it is cut from loses nothing to the
+# 112x112 aligned crop (which shrinks it anyway): below that, the crops come
+# from a second, larger decode of the JPEG.
+CROP_SOURCE_MIN_FACE = 128
+
+
+def decode_for_detection(data: bytes):
+    """Decode at the detector's working size where the format allows it (JPEG), within the pixel caps."""
+    from ml.decode import decode_image
+
+    return decode_image(data, max_pixels=settings.FACEINDEX_MAX_PIXELS, max_jpeg_pixels=settings.FACEINDEX_MAX_JPEG_PIXELS,
+                        max_side=getattr(get_pipeline().detector, "max_side", None))
+
+
+def _crop_source(work: Work, faces: list) -> tuple[np.ndarray, float, float]:
+    """Pixels to cut the aligned crops from, and their scale against full resolution."""
+    from ml.decode import decode_image
+
+    decoded = work.decoded
+    if not decoded.reduced or not faces:
+        return decoded.pixels, decoded.scale_x, decoded.scale_y
+    smallest = min(min(f.box[2], f.box[3]) for f in faces)
+    needed = min(1.0, CROP_SOURCE_MIN_FACE / max(smallest, 1.0))
+    if needed <= min(decoded.scale_x, decoded.scale_y):
+        return decoded.pixels, decoded.scale_x, decoded.scale_y
+    larger = decode_image(work.data, max_pixels=settings.FACEINDEX_MAX_PIXELS, max_jpeg_pixels=settings.FACEINDEX_MAX_JPEG_PIXELS,
+                          max_side=int(np.ceil(needed * max(decoded.width, decoded.height))))
+    return larger.pixels, larger.scale_x, larger.scale_y
+
+
+def _scaled(face, sx: float, sy: float):
+    """A detection moved between pixel grids (x scaled by sx, y by sy)."""
+    from dataclasses import replace
+
+    x, y, w, h = face.box
+    return replace(face, box=(x * sx, y * sy, w * sx, h * sy),
+                   landmarks=(np.asarray(face.landmarks, np.float32) * np.float32([sx, sy])).astype(np.float32))
 
 
 def _detect_and_embed(batch: list[Work]) -> list[Work]:
@@ -163,12 +207,25 @@ def _detect_and_embed(batch: list[Work]) -> list[Work]:
             continue
         kept.append(work)
     batch = kept
+    crops, located = [], []
+    for work, faces in zip(batch, detections):
+        decoded = work.decoded
+        # Boxes and landmarks as stored: full-resolution upright pixels.
+        full = [_scaled(f, 1 / decoded.scale_x, 1 / decoded.scale_y) for f in faces]
+        with work.timed("decode"):
+            pixels, sx, sy = _crop_source(work, full)
+        with work.timed("embed"):
+            in_source = [_scaled(f, sx, sy) for f in full]
+            crops += [pipeline.align(pixels, f.landmarks) for f in in_source]
+        if wants_age_sex(work.image):
+            work.attribute_pixels, work.attribute_faces = pixels, in_source
+        work.data = None
+        located.append(full)
     started = time.perf_counter()
-    crops = [pipeline.align(w.decoded.pixels, f.landmarks) for w, faces in zip(batch, detections) for f in faces]
     embeddings = pipeline.embed_crops(crops) if crops else np.zeros((0, pipeline.embedding_dim), np.float32)
     embed_seconds = time.perf_counter() - started
     row = 0
-    for work, faces in zip(batch, detections):
+    for work, faces in zip(batch, located):
         # The shared embedding call is charged to images by their share of the faces.
         work.seconds["embed"] += embed_seconds * len(faces) / max(len(crops), 1)
         for face in faces:
@@ -181,9 +238,15 @@ def _describe(batch: list[Work]) -> None:
     """Mask state for every face; age and sex only for jobs that opted in."""
     from backend.gallery.attributes import describe_faces
 
+    from dataclasses import replace
+
     for work in batch:
         with work.timed("attributes"):
-            work.attributes = describe_faces(work.decoded.pixels, work.faces, with_age_sex=wants_age_sex(work.image))
+            # Age/sex chips are cut from the pixels the crops came from, with the landmarks in them.
+            faces = [replace(face, box=at.box, landmarks=at.landmarks) for face, at in zip(work.faces, work.attribute_faces)] \
+                if wants_age_sex(work.image) else work.faces
+            work.attributes = describe_faces(work.attribute_pixels, faces, with_age_sex=wants_age_sex(work.image))
+        work.attribute_pixels, work.attribute_faces = None, []
 
 
 def wants_age_sex(image: Image) -> bool:
@@ -206,9 +269,17 @@ def _link_if_indexed(work: Work, worker_name: str, data: bytes | None = None) ->
         locked = Image.objects.select_for_update().get(pk=image.pk)
         if locked.status != Image.Status.PROCESSING or locked.worker != worker_name:
             return True
-        _finish_as_link(work, locked, canonical, load_pixels=lambda: decode_image(
-            data, max_pixels=settings.FACEINDEX_MAX_PIXELS).pixels if data is not None else None)
+        _finish_as_link(work, locked, canonical, load_pixels=lambda: _full_size_pixels(decode_image(
+            data, max_pixels=settings.FACEINDEX_MAX_PIXELS, max_jpeg_pixels=settings.FACEINDEX_MAX_JPEG_PIXELS))
+            if data is not None else None)
     return True
+
+
+def _full_size_pixels(decoded) -> np.ndarray:
+    """Pixels on the full-resolution grid the stored landmarks use (age/sex filled in on a link: rare)."""
+    if not decoded.reduced:
+        return decoded.pixels
+    return cv2.resize(decoded.pixels, (decoded.width, decoded.height), interpolation=cv2.INTER_LINEAR)
 
 
 def _finish_as_link(work: Work, locked: Image, canonical: dedup.Indexed, load_pixels) -> None:
@@ -286,7 +357,7 @@ def _write_batch_rows(batch: list[Work], *, worker_name: str, threshold: float) 
         for work in works:
             image = locked[work.image.pk]
             if (found := canonical.get(image.sha256)) is not None:
-                _finish_as_link(work, image, found, load_pixels=lambda work=work: work.decoded.pixels)
+                _finish_as_link(work, image, found, load_pixels=lambda work=work: _full_size_pixels(work.decoded))
                 keys = [crop_key(image, ordinal) for ordinal in range(len(work.faces))]
                 transaction.on_commit(lambda keys=keys: storage.delete_keys(keys))
             else:
@@ -376,7 +447,7 @@ def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
         dedup.lock_contents(image.owner_id, [image.sha256])
         canonical = dedup.indexed_image(image.owner_id, image.sha256, exclude_id=image.pk)
         if canonical is not None:
-            _finish_as_link(work, locked, canonical, load_pixels=lambda: decoded.pixels)
+            _finish_as_link(work, locked, canonical, load_pixels=lambda: _full_size_pixels(decoded))
             keys = [crop_key(image, ordinal) for ordinal in range(len(faces))]
             transaction.on_commit(lambda: storage.delete_keys(keys))
             return
