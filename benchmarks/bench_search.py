@@ -8,9 +8,10 @@ NumPy scan.
 
 Synthetic data: 128-d unit vectors clustered around "people" (--per-person
 faces each; within-person cosine ~0.6, like SFace faces of one person), spread
-over --owners owners with Zipf-like sizes (owner 1 holds the most), so the
-owner filter is exercised on a large and on small owners. Queries are new
-noisy samples of random people of the queried owner.
+over --owners owners with Zipf-like sizes (owner 1 holds the most; each
+person belongs to one owner), so the owner filter is exercised on a large and
+on small owners. Queries are new noisy samples of random people of the
+queried owner.
 
 Reports copy and index build time, table and index size, recall@1/@k and
 p50/p95 per ef_search (largest owner) and per owner at the default
@@ -34,13 +35,17 @@ DIM = 128
 TABLE = "bench_search_faces"
 
 
-def clustered_vectors(n: int, people: int, rng: np.random.Generator, noise: float = 0.075) -> tuple[np.ndarray, np.ndarray]:
+def clustered_vectors(n: int, people: int, rng: np.random.Generator, noise: float = 0.075):
+    """(vectors, person centres, person of each vector)."""
     centres = rng.standard_normal((people, DIM)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     labels = rng.integers(0, people, n)
-    vectors = centres[labels] + noise * rng.standard_normal((n, DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors.astype(np.float32), centres
+    vectors = np.empty((n, DIM), np.float32)
+    for start in range(0, n, 100_000):  # in chunks: bounded temporary memory at 1M+ rows
+        chunk = centres[labels[start:start + 100_000]]
+        chunk = chunk + noise * rng.standard_normal(chunk.shape).astype(np.float32)
+        vectors[start:start + 100_000] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+    return vectors, centres, labels
 
 
 def connect():
@@ -112,8 +117,10 @@ def run(size: int, queries: int, k: int, ef_values: list[int], per_person: int =
         storage: str = "vector", owners: int = 5, maintenance_work_mem: str = "2GB", inserts: int = 2000,
         default_ef: int = 100, threshold: float = 0.375) -> dict:
     rng = np.random.default_rng(seed)
-    vectors, centres = clustered_vectors(size, max(size // per_person, 1), rng)
-    labels = rng.choice(np.arange(1, owners + 1), size=size, p=owner_shares(owners)).astype(np.int32)
+    vectors, centres, person = clustered_vectors(size, max(size // per_person, 1), rng)
+    # Each person's photos belong to one owner (an owner's archive holds its own people).
+    owner_of_person = rng.choice(np.arange(1, owners + 1), size=len(centres), p=owner_shares(owners)).astype(np.int32)
+    labels = owner_of_person[person]
     cast = (lambda v: v) if storage == "vector" else HalfVector
 
     conn = connect()
@@ -125,7 +132,8 @@ def run(size: int, queries: int, k: int, ef_values: list[int], per_person: int =
     report["ef_search"], report["per_owner"] = [], []
     for owner in range(1, owners + 1):
         mine = np.flatnonzero(labels == owner)
-        probes = centres[rng.integers(0, len(centres), queries)] + 0.075 * rng.standard_normal((queries, DIM)).astype(np.float32)
+        people = np.flatnonzero(owner_of_person == owner)
+        probes = centres[rng.choice(people, queries)] + 0.075 * rng.standard_normal((queries, DIM)).astype(np.float32)
         probes /= np.linalg.norm(probes, axis=1, keepdims=True)
         # Exact answer: brute force in float32 over this owner's rows.
         scores = probes @ vectors[mine].T
