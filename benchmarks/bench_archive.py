@@ -244,7 +244,23 @@ def _worker_tree_rss(process: subprocess.Popen, peaks: dict[int, int]) -> None:
         pass
 
 
-def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_dir: Path) -> dict:
+def _start_node(node: str, workers: int, env: dict, log_dir: Path) -> subprocess.Popen:
+    """One worker "node": its own node name, var dir and log, sharing only the database, broker and S3."""
+    var_dir = log_dir.parent / "nodes" / node.split("@")[0]
+    var_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"{node.split('@')[0]}.log", "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool=solo", "-n", node,
+         "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=REPO_ROOT, env={"FACEINDEX_WORKER_THREADS": str(max(1, (os.cpu_count() or 1) // workers)), **env,
+                            "FACEINDEX_VAR_DIR": str(var_dir), "TMPDIR": str(var_dir)},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_dir: Path,
+                  kill_at: float | None = None) -> dict:
+    """Index the archive with ``workers`` nodes; with ``kill_at`` the last node is SIGKILLed once that
+    share of the images is done and started again under its name 5 s later (as a supervisor would)."""
     from django.conf import settings
     from django.contrib.auth import get_user_model
 
@@ -263,14 +279,11 @@ def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_
 
     # N independent solo-pool workers rather than one prefork pool: cv2.dnn in
     # a forked pool child was seen to spin forever in SFace's forward pass.
-    nodes = [f"bench-{workers}-{i}@faceindex" for i in range(workers)]
-    log = open(log_dir / f"worker-{workers}.log", "ab")
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool=solo", "-n", node,
-         "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=REPO_ROOT, env={"FACEINDEX_WORKER_THREADS": str(max(1, (os.cpu_count() or 1) // workers)), **env},
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True) for node in nodes]
+    tag = f"{workers}{'k' if kill_at else ''}"
+    nodes = [f"node{i}-{tag}@bench-host{i}" for i in range(workers)]
+    procs = [_start_node(node, workers, env, log_dir) for node in nodes]
     peaks: dict[int, int] = {}
+    killed = None
     try:
         deadline = time.monotonic() + 120
         while len(app.control.ping(destination=nodes, timeout=0.5)) < len(nodes):
@@ -289,6 +302,18 @@ def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_
                 last_print = time.monotonic()
             if job.status in (Job.Status.COMPLETED, Job.Status.CANCELLED):
                 break
+            if kill_at is not None and killed is None and job.done_images >= kill_at * job.total_images:
+                import signal
+
+                victim = procs[-1]
+                os.killpg(victim.pid, signal.SIGKILL)
+                victim.wait()
+                killed = {"node": nodes[-1], "at_done_images": job.done_images,
+                          "processing_when_killed": Image.objects.filter(job=job, status=Image.Status.PROCESSING,
+                                                                         worker=nodes[-1]).count()}
+                print(f"  killed {nodes[-1]} at {job.done_images}/{job.total_images} images", file=sys.stderr, flush=True)
+                time.sleep(5)
+                procs[-1] = _start_node(nodes[-1], workers, env, log_dir)
             time.sleep(0.5)
         wall = time.monotonic() - wall_started
         # Follow-up work the indexing queued (unknown-face clustering) runs on
@@ -324,6 +349,7 @@ def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_
             found.setdefault(face["image"], set()).add(row["name"])
     return {
         "workers": workers,
+        "killed": killed,
         "owner_id": user.pk,
         "job": job,
         "images": job.total_images,
@@ -477,6 +503,8 @@ def main() -> int:
     parser.add_argument("--fr-images", type=int, default=300,
                         help="face_recognition runs on an evenly spaced sample of this many images (0: all)")
     parser.add_argument("--skip-face-recognition", action="store_true")
+    parser.add_argument("--kill-node", action="store_true",
+                        help="also run 2 nodes and SIGKILL one a third of the way through (restarted under its name)")
     parser.add_argument("--batch-size", type=int, default=None, help="FACEINDEX_BATCH_SIZE for the workers")
     parser.add_argument("--port-base", type=int, default=15700)
     parser.add_argument("--var-dir", type=Path, default=REPO_ROOT / "var" / "bench")
@@ -529,6 +557,11 @@ def main() -> int:
             check_report_matches_database(result)
             result.update(replay_clustering(result["owner_id"], settings.FACEINDEX_BATCH_SIZE))
             results.append(result)
+        kill_run = None
+        if args.kill_node:
+            print("indexing with 2 nodes, one killed a third of the way ...", file=sys.stderr, flush=True)
+            kill_run = run_faceindex(2, enroll_dir, archive, env, log_dir, kill_at=1 / 3)
+            check_report_matches_database(kill_run)
         fr = None
         if not args.skip_face_recognition and args.fr_processes > 0:
             print(f"face_recognition with {args.fr_processes} process(es) ...", file=sys.stderr, flush=True)
@@ -576,6 +609,14 @@ def main() -> int:
     for r in results:
         print(f"{r['workers']:>6}" + "".join(f"{r['stage_ms'][s]:>9.1f}" for s in STAGES)
               + f"{r['cluster_ms_per_image']:>9.1f}{r['stage_ms']['write'] + r['cluster_ms_per_image']:>9.1f}")
+    if kill_run:
+        job = kill_run["job"]
+        print(f"\nnode kill: {kill_run['killed']}; job {job.status}: {kill_run['processed']} processed, "
+              f"{kill_run['failed']} failed of {kill_run['images']}, {kill_run['faces']} faces "
+              f"(uninterrupted runs: {', '.join(str(r['faces']) for r in results)}), {kill_run['images_per_s']:.2f} images/s")
+        summary_kill = {k: kill_run[k] for k in ("killed", "processed", "failed", "images", "faces", "images_per_s")}
+    else:
+        summary_kill = None
     if len(results) > 1:
         print(f"\nscaling: {results[-1]['workers']} workers = {results[-1]['images_per_s'] / results[0]['images_per_s']:.2f}x "
               f"the images/s of {results[0]['workers']}")
@@ -583,6 +624,7 @@ def main() -> int:
                "cpu_cores": cpu, "faceindex": [
         {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k not in ("job", "found", "report")}
         for r in results]}
+    summary["node_kill"] = summary_kill
     if fr:
         same = next((r for r in results if r["workers"] == fr["processes"]), results[-1])
         ratio = same["images_per_s"] / fr["images_per_s"]
