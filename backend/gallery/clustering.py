@@ -108,13 +108,12 @@ def cluster_faces(owner_id: int, face_ids, *, similarity: float = SIMILARITY, k:
         involved = set(face_ids) | {n for ids in neighbours.values() for n in ids}
         cluster_of: dict[int, int | None] = dict(Face.objects.filter(pk__in=involved).values_list("id", "cluster_id"))
         initial = dict(cluster_of)
-        sizes = Counter()
+        # Sizes of the clusters this run can touch, in one query; kept up to date in memory.
+        sizes = Counter(dict(Face.objects.filter(cluster_id__in={c for c in cluster_of.values() if c is not None})
+                             .values_list("cluster_id").annotate(n=Count("id")).values_list("cluster_id", "n")))
         touched: set[int] = set()
 
         def size(cluster_id: int) -> int:
-            if cluster_id not in sizes:
-                sizes[cluster_id] = Face.objects.filter(cluster_id=cluster_id).exclude(pk__in=involved).count() + sum(
-                    1 for c in cluster_of.values() if c == cluster_id)
             return sizes[cluster_id]
 
         for face_id in face_ids:

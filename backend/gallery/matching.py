@@ -30,10 +30,11 @@ class Match:
 def configure_vector_search() -> None:
     """Session settings for HNSW queries; call inside a transaction."""
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL hnsw.ef_search = %s", [settings.FACEINDEX_HNSW_EF_SEARCH])
         # Owner filters are applied after the index scan: iterative scans keep
-        # fetching until enough rows pass the filter (pgvector >= 0.8).
-        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        # fetching until enough rows pass the filter (pgvector >= 0.8). One
+        # round trip for both (no parameters: the value is formatted as an int).
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {int(settings.FACEINDEX_HNSW_EF_SEARCH)}; "
+                       "SET LOCAL hnsw.iterative_scan = relaxed_order")
 
 
 def match_threshold() -> float:

@@ -300,16 +300,27 @@ def _finish_as_link(work: Work, locked: Image, canonical: dedup.Indexed, load_pi
 CROP_UPLOAD_THREADS = 8  # crop PUTs are network round trips: overlap them
 
 
-def _upload_crops(batch: list[Work]) -> None:
+@contextmanager
+def _crops_uploading(batch: list[Work]):
+    """Upload the batch's crops in threads while the caller works; yields a wait() that raises an upload's error.
+
+    The caller waits before its commit: a committed face always has its crop.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
-    jobs = [(work, crop_key(work.image, ordinal), face.crop) for work in batch for ordinal, face in enumerate(work.faces)]
-    if not jobs:
-        return
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=min(CROP_UPLOAD_THREADS, len(jobs))) as pool:
-        list(pool.map(lambda job: storage.put_bytes(job[1], encode_jpeg(job[2]), "image/jpeg"), jobs))
-    _charge(batch, "write", time.perf_counter() - started)
+    uploads = [(crop_key(work.image, ordinal), face.crop) for work in batch for ordinal, face in enumerate(work.faces)]
+    pool = ThreadPoolExecutor(max_workers=max(1, min(CROP_UPLOAD_THREADS, len(uploads))))
+    futures = [pool.submit(lambda key, crop: storage.put_bytes(key, encode_jpeg(crop), "image/jpeg"), key, crop)
+               for key, crop in uploads]
+
+    def wait() -> None:
+        for future in futures:
+            future.result()
+
+    try:
+        yield wait
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _charge(batch: list[Work], stage: str, seconds: float) -> None:
@@ -322,21 +333,26 @@ def _charge(batch: list[Work], stage: str, seconds: float) -> None:
 def _write_batch(batch: list[Work], *, worker_name: str, threshold: float) -> None:
     if not batch:
         return
-    _upload_crops(batch)
-    try:
-        with transaction.atomic():
-            _write_batch_rows(batch, worker_name=worker_name, threshold=threshold)
-    except DatabaseError:
-        # A deadlock or one bad row: nothing of the batch was written. Each
-        # image gets its own transaction, so a bad one fails alone.
-        log.warning("batch write of %d images failed; writing them one by one", len(batch), exc_info=True)
-        for work in batch:
-            _write_faces(work, worker_name=worker_name, threshold=threshold)
+    started = time.perf_counter()
+    with _crops_uploading(batch) as crops_uploaded:
+        try:
+            with transaction.atomic():
+                _write_batch_rows(batch, worker_name=worker_name, threshold=threshold,
+                                  crops_uploaded=crops_uploaded, started=started)
+        except DatabaseError:
+            # A deadlock or one bad row: nothing of the batch was written. Each
+            # image gets its own transaction, so a bad one fails alone.
+            log.warning("batch write of %d images failed; writing them one by one", len(batch), exc_info=True)
+            crops_uploaded()
+            for work in batch:
+                _write_faces(work, worker_name=worker_name, threshold=threshold)
 
 
-def _write_batch_rows(batch: list[Work], *, worker_name: str, threshold: float) -> None:
-    """The whole batch in the caller's transaction: claims checked, links, matching, faces, counters."""
-    write_started = time.perf_counter()
+def _write_batch_rows(batch: list[Work], *, worker_name: str, threshold: float, crops_uploaded, started: float) -> None:
+    """The whole batch in the caller's transaction: claims checked, links, matching, faces, counters.
+
+    The crops upload meanwhile (``crops_uploaded`` waits for them); ``started``: when they began.
+    """
     locked = {image.pk: image for image in Image.objects.select_for_update(of=("self",)).select_related("job")
               .filter(pk__in=[w.image.pk for w in batch]).order_by("id")}
     # Another worker finished or re-claimed an image meanwhile: it is not ours to write.
@@ -382,9 +398,10 @@ def _write_batch_rows(batch: list[Work], *, worker_name: str, threshold: float) 
         unknown_ids = [row.pk for row in rows if row.identity_id is None]
         transaction.on_commit(lambda owner_id=owner_id, unknown_ids=unknown_ids: _faces_indexed(owner_id, unknown_ids))
     done = [image for images in finished.values() for image, _ in images]
-    # Write time without matching: this transaction's share plus the crop uploads.
-    _charge([w for w in live if locked[w.image.pk] in done], "write",
-            time.perf_counter() - write_started - match_seconds)
+    crops_uploaded()
+    # Write time without matching: crop uploads and this transaction, which overlap.
+    done_ids = {image.pk for image in done}
+    _charge([w for w in live if w.image.pk in done_ids], "write", time.perf_counter() - started - match_seconds)
     works_by_id = {w.image.pk: w for w in live}
     for image in done:
         image.timings = {k: round(v, 5) for k, v in works_by_id[image.pk].seconds.items()}
