@@ -13,8 +13,9 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import cv2
@@ -27,6 +28,7 @@ from backend.core import storage
 from backend.core.pipeline import encode_jpeg, get_pipeline
 from backend.gallery import matching
 from backend.gallery.models import Face
+from ml.decode import decode_image
 
 from . import dedup, services, sources
 from .models import Image
@@ -102,8 +104,6 @@ def read_original(image: Image) -> bytes:
 
 def process_images(image_ids: list[int], *, worker_name: str) -> None:
     from ml.errors import ImageDecodeError
-    from ml.decode import decode_image
-
     claimed = services.claim_images(list(image_ids), worker_name=worker_name)
     if not claimed:
         return
@@ -147,24 +147,22 @@ def process_images(image_ids: list[int], *, worker_name: str) -> None:
                                 message=first.error_message or "the same content failed in this batch")
 
 
-# A face at least this wide in the pixels it is cut from loses nothing to the
-# 112x112 aligned crop (which shrinks it anyway): below that, the crops come
+# A face at least this wide in the pixels it is cut from loses next to nothing
+# to the 112x112 aligned crop: benchmarks/bench_decode.py measured the
+# embedding's cosine to the full-resolution crop's at >= 0.994 from 128 px,
+# 0.990 at 96-128 px, down to 0.86 below 64 px. Smaller faces get their crops
 # from a second, larger decode of the JPEG.
 CROP_SOURCE_MIN_FACE = 128
 
 
 def decode_for_detection(data: bytes):
     """Decode at the detector's working size where the format allows it (JPEG), within the pixel caps."""
-    from ml.decode import decode_image
-
     return decode_image(data, max_pixels=settings.FACEINDEX_MAX_PIXELS, max_jpeg_pixels=settings.FACEINDEX_MAX_JPEG_PIXELS,
                         max_side=getattr(get_pipeline().detector, "max_side", None))
 
 
 def _crop_source(work: Work, faces: list) -> tuple[np.ndarray, float, float]:
     """Pixels to cut the aligned crops from, and their scale against full resolution."""
-    from ml.decode import decode_image
-
     decoded = work.decoded
     if not decoded.reduced or not faces:
         return decoded.pixels, decoded.scale_x, decoded.scale_y
@@ -179,8 +177,6 @@ def _crop_source(work: Work, faces: list) -> tuple[np.ndarray, float, float]:
 
 def _scaled(face, sx: float, sy: float):
     """A detection moved between pixel grids (x scaled by sx, y by sy)."""
-    from dataclasses import replace
-
     x, y, w, h = face.box
     return replace(face, box=(x * sx, y * sy, w * sx, h * sy),
                    landmarks=(np.asarray(face.landmarks, np.float32) * np.float32([sx, sy])).astype(np.float32))
@@ -238,8 +234,6 @@ def _describe(batch: list[Work]) -> None:
     """Mask state for every face; age and sex only for jobs that opted in."""
     from backend.gallery.attributes import describe_faces
 
-    from dataclasses import replace
-
     for work in batch:
         with work.timed("attributes"):
             # Age/sex chips are cut from the pixels the crops came from, with the landmarks in them.
@@ -259,8 +253,6 @@ def _link_if_indexed(work: Work, worker_name: str, data: bytes | None = None) ->
     A job that asks for age/sex first fills them in on the earlier faces when
     that indexing skipped them (``data``: this image's bytes, the same content).
     """
-    from ml.decode import decode_image
-
     image = work.image
     canonical = dedup.indexed_image(image.owner_id, image.sha256, exclude_id=image.pk)
     if canonical is None:
@@ -306,8 +298,6 @@ def _crops_uploading(batch: list[Work]):
 
     The caller waits before its commit: a committed face always has its crop.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     uploads = [(crop_key(work.image, ordinal), face.crop) for work in batch for ordinal, face in enumerate(work.faces)]
     pool = ThreadPoolExecutor(max_workers=max(1, min(CROP_UPLOAD_THREADS, len(uploads))))
     futures = [pool.submit(lambda key, crop: storage.put_bytes(key, encode_jpeg(crop), "image/jpeg"), key, crop)
