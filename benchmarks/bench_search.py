@@ -68,7 +68,8 @@ def connect():
 OPCLASS = {"vector": "vector_cosine_ops", "halfvec": "halfvec_cosine_ops"}
 
 
-def build(conn, vectors: np.ndarray, owners: np.ndarray, storage: str, maintenance_work_mem: str) -> dict:
+def build(conn, vectors: np.ndarray, owners: np.ndarray, storage: str, maintenance_work_mem: str,
+          m: int = 16, ef_construction: int = 64) -> dict:
     conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
     conn.execute(f"CREATE TABLE {TABLE} (id bigint PRIMARY KEY, owner_id int NOT NULL, embedding {storage}({DIM}) NOT NULL)")
     started = time.perf_counter()
@@ -79,13 +80,15 @@ def build(conn, vectors: np.ndarray, owners: np.ndarray, storage: str, maintenan
     copied = time.perf_counter() - started
     conn.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
     started = time.perf_counter()
-    conn.execute(f"CREATE INDEX {TABLE}_hnsw ON {TABLE} USING hnsw (embedding {OPCLASS[storage]}) WITH (m = 16, ef_construction = 64)")
+    conn.execute(f"CREATE INDEX {TABLE}_hnsw ON {TABLE} USING hnsw (embedding {OPCLASS[storage]}) "
+                 f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
     indexed = time.perf_counter() - started
     conn.execute(f"CREATE INDEX ON {TABLE} (owner_id)")
     conn.execute(f"ANALYZE {TABLE}")
     size_of = lambda rel: conn.execute("SELECT pg_total_relation_size(%s)", (rel,)).fetchone()[0]  # noqa: E731
     table_bytes = conn.execute("SELECT pg_relation_size(%s)", (TABLE,)).fetchone()[0]
     return {"copy_s": round(copied, 1), "index_build_s": round(indexed, 1), "maintenance_work_mem": maintenance_work_mem,
+            "m": m, "ef_construction": ef_construction,
             "table_mb": round(table_bytes / 2**20, 1), "hnsw_index_mb": round(size_of(f"{TABLE}_hnsw") / 2**20, 1)}
 
 
@@ -115,7 +118,7 @@ def _time_queries(conn, sql: str, probes, exact, exact_first, k: int, ef: int, c
 
 def run(size: int, queries: int, k: int, ef_values: list[int], per_person: int = 20, seed: int = 0,
         storage: str = "vector", owners: int = 5, maintenance_work_mem: str = "2GB", inserts: int = 2000,
-        default_ef: int = 100, threshold: float = 0.375) -> dict:
+        default_ef: int = 100, threshold: float = 0.375, m: int = 16, ef_construction: int = 64) -> dict:
     rng = np.random.default_rng(seed)
     vectors, centres, person = clustered_vectors(size, max(size // per_person, 1), rng)
     # Each person's photos belong to one owner (an owner's archive holds its own people).
@@ -125,7 +128,7 @@ def run(size: int, queries: int, k: int, ef_values: list[int], per_person: int =
 
     conn = connect()
     report = {"size": size, "storage": storage, "faces_per_person": per_person, "owners": owners, "dim": DIM, "k": k,
-              "queries": queries, **build(conn, vectors, labels, storage, maintenance_work_mem)}
+              "queries": queries, **build(conn, vectors, labels, storage, maintenance_work_mem, m, ef_construction)}
     # relaxed_order may return the k rows slightly out of order: re-sort them (pgvector's documented pattern).
     sql = (f"WITH nearest AS MATERIALIZED (SELECT id, embedding <=> %(q)s AS distance FROM {TABLE} WHERE owner_id = %s "
            f"ORDER BY embedding <=> %(q)s LIMIT {k}) SELECT id FROM nearest ORDER BY distance")
@@ -199,6 +202,9 @@ def main() -> None:
     parser.add_argument("--owners", type=int, default=5)
     parser.add_argument("--maintenance-work-mem", default="2GB")
     parser.add_argument("--inserts", type=int, default=2000)
+    parser.add_argument("--m", type=int, default=16, help="HNSW m (gallery.Face uses 16)")
+    parser.add_argument("--ef-construction", type=int, default=64, help="HNSW ef_construction (gallery.Face uses 64)")
+    parser.add_argument("--default-ef", type=int, default=100, help="ef_search for the per-owner figures")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--ef", default="20,40,100,200")
@@ -206,7 +212,8 @@ def main() -> None:
     args = parser.parse_args()
     print(json.dumps(run(args.size, args.queries, args.k, [int(v) for v in args.ef.split(",")], args.per_person,
                          storage=args.storage, owners=args.owners, maintenance_work_mem=args.maintenance_work_mem,
-                         inserts=args.inserts), indent=2))
+                         inserts=args.inserts, m=args.m, ef_construction=args.ef_construction,
+                         default_ef=args.default_ef), indent=2))
 
 
 if __name__ == "__main__":
