@@ -113,9 +113,6 @@ def cluster_faces(owner_id: int, face_ids, *, similarity: float = SIMILARITY, k:
                              .values_list("cluster_id").annotate(n=Count("id")).values_list("cluster_id", "n")))
         touched: set[int] = set()
 
-        def size(cluster_id: int) -> int:
-            return sizes[cluster_id]
-
         for face_id in face_ids:
             near = [(n, cluster_of.get(n)) for n in neighbours[face_id]]
             if not near:
@@ -125,12 +122,11 @@ def cluster_faces(owner_id: int, face_ids, *, similarity: float = SIMILARITY, k:
             if own is not None:
                 links[own] += len(near) + 1  # its own cluster wins
             if links:
-                ranked = sorted(links, key=lambda c: (-links[c], -size(c), c))
+                ranked = sorted(links, key=lambda c: (-links[c], -sizes[c], c))
                 cluster_id = ranked[0]
                 for other in ranked[1:]:
                     if links[other] >= merge_links:
-                        sizes[cluster_id] = size(cluster_id) + size(other)
-                        sizes.pop(other, None)
+                        sizes[cluster_id] += sizes.pop(other, 0)
                         # Faces outside this run move in the database now, the run's own in memory.
                         Face.objects.filter(cluster_id=other).exclude(pk__in=involved).update(cluster_id=cluster_id)
                         for member, c in cluster_of.items():
@@ -144,7 +140,7 @@ def cluster_faces(owner_id: int, face_ids, *, similarity: float = SIMILARITY, k:
             joining = {n for n, c in near if c is None}
             if own != cluster_id:
                 joining.add(face_id)
-            sizes[cluster_id] = size(cluster_id) + len(joining)
+            sizes[cluster_id] += len(joining)
             for member in joining:
                 cluster_of[member] = cluster_id
             touched.add(cluster_id)
