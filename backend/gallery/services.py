@@ -5,6 +5,7 @@ queries in search.py.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -16,14 +17,14 @@ from django.db.models import Max
 from django.utils import timezone
 from pgvector.django import CosineDistance
 
-from backend.core import storage
+from backend.core import outages, storage
 from backend.core.errors import NotFound, ServiceError
 from backend.core.pipeline import encode_jpeg, get_pipeline
-from backend.jobs.services import Upload
+from backend.jobs.services import Upload, original_key
 
 from . import matching
 from .attributes import describe_faces, is_masked
-from .models import Face, Identity, Rejection, Template
+from .models import Enrollment, Face, Identity, Rejection, Template
 
 log = logging.getLogger(__name__)
 
@@ -85,48 +86,139 @@ def _template_crop_key(identity: Identity) -> str:
     return f"{identity.owner_id}/templates/{identity.pk}/{uuid.uuid4().hex}.jpg"
 
 
-def enroll_from_uploads(*, identity: Identity, uploads: list[Upload]) -> EnrollSummary:
-    """Add one template per upload; each must show exactly one usable face."""
+def _enroll_blob(identity: Identity, name: str, sha256: str, data: bytes) -> tuple[EnrollResult, list[int]]:
+    """One image into one template (and its masked companion); returns the result and new template ids."""
     from django.conf import settings
     from ml.decode import decode_image
     from ml.errors import ImageDecodeError
 
-    from backend.jobs.ingest import iter_upload
+    result = EnrollResult(name)
+    source_key = f"sha256:{sha256}"
+    existing = Template.objects.filter(identity=identity, source_key=source_key, masked=False).first()
+    if existing is not None:  # re-enrolling the same photo adds nothing
+        result.template_id, result.faces_found = existing.pk, 1
+        return result, []
+    try:
+        decoded = decode_image(data, max_pixels=settings.FACEINDEX_MAX_PIXELS)
+    except ImageDecodeError as exc:
+        result.error = {"code": exc.code, "message": str(exc)}
+        return result, []
+    faces = get_pipeline().process(decoded.pixels)
+    result.faces_found = len(faces)
+    if len(faces) != 1:
+        code = "no_face" if not faces else "multiple_faces"
+        message = "no face found" if not faces else f"{len(faces)} faces found; enrollment needs exactly one"
+        result.error = {"code": code, "message": message}
+        return result, []
+    face = faces[0]
+    key = _template_crop_key(identity)
+    storage.put_bytes(key, encode_jpeg(face.crop), "image/jpeg")
+    created = create_templates(identity, embedding=face.embedding, crop=face.crop, crop_key=key,
+                               source_key=source_key, quality=face.quality)
+    result.template_id = created[0].pk
+    return result, [t.pk for t in created]
 
-    pipeline = get_pipeline()
+
+def _enroll_blobs(identity: Identity, blobs) -> EnrollSummary:
     summary = EnrollSummary(identity)
     new_template_ids: list[int] = []
-    for upload in uploads:
-        for blob in iter_upload(upload.name, upload.fileobj, upload.size):
-            result = EnrollResult(blob.name)
-            summary.results.append(result)
-            source_key = f"sha256:{blob.sha256}"
-            existing = Template.objects.filter(identity=identity, source_key=source_key, masked=False).first()
-            if existing is not None:  # re-enrolling the same photo adds nothing
-                result.template_id, result.faces_found = existing.pk, 1
-                continue
-            try:
-                decoded = decode_image(blob.data, max_pixels=settings.FACEINDEX_MAX_PIXELS)
-            except ImageDecodeError as exc:
-                result.error = {"code": exc.code, "message": str(exc)}
-                continue
-            faces = pipeline.process(decoded.pixels)
-            result.faces_found = len(faces)
-            if len(faces) != 1:
-                code = "no_face" if not faces else "multiple_faces"
-                message = "no face found" if not faces else f"{len(faces)} faces found; enrollment needs exactly one"
-                result.error = {"code": code, "message": message}
-                continue
-            face = faces[0]
-            key = _template_crop_key(identity)
-            storage.put_bytes(key, encode_jpeg(face.crop), "image/jpeg")
-            created = create_templates(identity, embedding=face.embedding, crop=face.crop, crop_key=key,
-                                       source_key=source_key, quality=face.quality)
-            result.template_id = created[0].pk
-            new_template_ids += [t.pk for t in created]
+    for blob in blobs:
+        result, created = _enroll_blob(identity, blob.name, blob.sha256, blob.data)
+        summary.results.append(result)
+        new_template_ids += created
     if new_template_ids:
         schedule_rematch(identity.owner_id, template_ids=new_template_ids)
     return summary
+
+
+def enroll_from_uploads(*, identity: Identity, uploads: list[Upload]) -> EnrollSummary:
+    """Add one template per upload; each must show exactly one usable face."""
+    from backend.jobs.ingest import iter_upload
+
+    return _enroll_blobs(identity, (blob for upload in uploads
+                                    for blob in iter_upload(upload.name, upload.fileobj, upload.size)))
+
+
+def enroll(*, identity: Identity, uploads: list[Upload]) -> EnrollSummary | Enrollment:
+    """Enroll in this request when the uploads hold at most FACEINDEX_ENROLL_SYNC_MAX_FILES
+    images; otherwise store them and return a background Enrollment (progress: GET /enrollments/{id})."""
+    from django.conf import settings
+
+    from backend.jobs.ingest import iter_upload
+
+    limit = settings.FACEINDEX_ENROLL_SYNC_MAX_FILES
+    blobs = (blob for upload in uploads for blob in iter_upload(upload.name, upload.fileobj, upload.size))
+    first = []
+    for blob in blobs:
+        first.append(blob)
+        if len(first) > limit:
+            break
+    if len(first) <= limit:
+        return _enroll_blobs(identity, first)
+    # Too many for one request: every image to storage first (nothing in the database
+    # until all were read), then a record the worker fills in.
+    storage.ensure_bucket()
+    files = []
+    for blob in itertools.chain(first, blobs):
+        key = original_key(identity.owner_id, blob)
+        storage.put_bytes(key, blob.data)
+        files.append({"name": blob.name, "key": key, "sha256": blob.sha256})
+    enrollment = Enrollment.objects.create(owner_id=identity.owner_id, identity=identity, files=files)
+    transaction.on_commit(lambda: send_enrollment(enrollment.pk))
+    return enrollment
+
+
+def send_enrollment(enrollment_id: int) -> None:
+    """Hand the enrollment to a worker; with the broker down it stays in the outbox (queued_at unset)."""
+    from workers.celery_app import app
+
+    try:
+        app.send_task("faceindex.run_enrollment", args=[enrollment_id])
+    except Exception as exc:
+        if not outages.is_outage(exc):
+            raise
+        log.warning("broker unreachable: enrollment %s waits in the outbox", enrollment_id)
+        return
+    Enrollment.objects.filter(pk=enrollment_id).update(queued_at=timezone.now())
+
+
+def send_enrollment_outbox(*, min_age_s: float) -> int:
+    """Send enrollments whose first send failed (see send_enrollment)."""
+    from datetime import timedelta
+
+    cutoff = timezone.now() - timedelta(seconds=min_age_s)
+    ids = list(Enrollment.objects.filter(status=Enrollment.Status.PENDING, queued_at__isnull=True,
+                                         created_at__lt=cutoff).values_list("id", flat=True)[:1000])
+    for enrollment_id in ids:
+        send_enrollment(enrollment_id)
+    return len(ids)
+
+
+def run_enrollment(enrollment_id: int) -> Enrollment:
+    """Enroll the stored files one by one, recording each result as it is made.
+
+    Resumes after the last recorded result, and a file enrolled but not yet
+    recorded (a crash in between) is found again by its source key, not doubled.
+    """
+    enrollment = Enrollment.objects.select_related("identity").get(pk=enrollment_id)
+    if enrollment.status == Enrollment.Status.COMPLETED:
+        return enrollment
+    enrollment.status = Enrollment.Status.RUNNING
+    enrollment.save(update_fields=["status"])
+    for stored in enrollment.files[len(enrollment.results):]:
+        result, _ = _enroll_blob(enrollment.identity, stored["name"], stored["sha256"], storage.get_bytes(stored["key"]))
+        enrollment.results.append({"name": result.name, "template_id": result.template_id,
+                                   "faces_found": result.faces_found, "error": result.error})
+        enrollment.save(update_fields=["results"])
+    sources = {f"sha256:{stored['sha256']}" for stored in enrollment.files}
+    template_ids = list(Template.objects.filter(identity=enrollment.identity, source_key__in=sources)
+                        .values_list("id", flat=True))
+    with transaction.atomic():
+        enrollment.status, enrollment.finished_at = Enrollment.Status.COMPLETED, timezone.now()
+        enrollment.save(update_fields=["status", "finished_at"])
+        if template_ids:
+            schedule_rematch(enrollment.owner_id, template_ids=template_ids)
+    return enrollment
 
 
 def create_templates(identity: Identity, *, embedding, crop, crop_key: str, source_key: str,
