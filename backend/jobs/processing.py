@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from backend.core import storage
+from backend.core import outages, storage
 from backend.core.pipeline import encode_jpeg, get_pipeline
 from backend.gallery import matching
 from backend.gallery.models import Face
@@ -329,7 +329,9 @@ def _write_batch(batch: list[Work], *, worker_name: str, threshold: float) -> No
             with transaction.atomic():
                 _write_batch_rows(batch, worker_name=worker_name, threshold=threshold,
                                   crops_uploaded=crops_uploaded, started=started)
-        except DatabaseError:
+        except DatabaseError as exc:
+            if outages.is_outage(exc):
+                raise  # the database is away, not one image's fault: the task waits it out
             # A deadlock or one bad row: nothing of the batch was written. Each
             # image gets its own transaction, so a bad one fails alone.
             log.warning("batch write of %d images failed; writing them one by one", len(batch), exc_info=True)
