@@ -175,3 +175,50 @@ def start_sweeper(sender=None, **_):
 @worker_shutdown.connect
 def stop_sweeper(**_):
     _sweeper_stop.set()
+
+
+# -- GPU workers: a heartbeat that routes batches to them (backend/jobs/routing.py) --
+
+_heartbeat_stop = threading.Event()
+
+
+def _beat_forever(app, node_name: str) -> None:
+    from backend.jobs import routing
+
+    while True:
+        try:
+            with app.connection_for_write() as connection:
+                routing.beat(connection.default_channel.client, node_name)
+        except Exception:  # the broker is down: the key expires and work goes to CPU workers meanwhile
+            log.warning("GPU worker heartbeat failed", exc_info=True)
+        if _heartbeat_stop.wait(routing.HEARTBEAT_S):
+            return
+
+
+@worker_ready.connect
+def start_gpu_heartbeat(sender=None, **_):
+    from django.conf import settings
+
+    from backend.core.pipeline import runs_on_gpu
+
+    if not runs_on_gpu():
+        return
+
+    # ``sender`` is the worker's consumer: take from the GPU queue too (CPU workers never do)
+    # before announcing this worker, so nothing is routed to a queue no one reads.
+    sender.add_task_queue(settings.FACEINDEX_GPU_QUEUE)
+    threading.Thread(target=_beat_forever, args=(sender.app, sender.hostname),
+                     name="faceindex-gpu-heartbeat", daemon=True).start()
+
+
+@worker_shutdown.connect
+def stop_gpu_heartbeat(sender=None, **_):
+    from backend.jobs import routing
+
+    if not _heartbeat_stop.is_set():
+        _heartbeat_stop.set()
+        try:
+            with sender.app.connection_for_write() as connection:
+                routing.stop_beating(connection.default_channel.client, sender.hostname)
+        except Exception:  # the key expires on its own
+            log.warning("could not clear the GPU worker heartbeat", exc_info=True)

@@ -229,6 +229,15 @@ FACEINDEX_AMBIGUITY_MARGIN = float(setting("FACEINDEX_AMBIGUITY_MARGIN", "0.03")
 # A recognizer whose width differs from the gallery columns is refused at load.
 FACEINDEX_DETECTOR = setting("FACEINDEX_DETECTOR", "")
 FACEINDEX_RECOGNIZER = setting("FACEINDEX_RECOGNIZER", "")
+# Where the face models run: auto (a CUDA GPU if torch sees one, else the CPU),
+# cpu, cuda or cuda:<i>. On a GPU they run through torch (ml.torch_models),
+# whole batches at once; on the CPU through cv2.dnn, faster there (README).
+FACEINDEX_DEVICE = setting("FACEINDEX_DEVICE", "auto")
+# Batches go to this queue while a GPU worker is alive (backend/jobs/routing.py),
+# FACEINDEX_GPU_BATCH_SIZE images per message. Only GPU workers consume it (they
+# add it when ready, workers/tasks.py); it is not in CELERY_TASK_QUEUES on purpose.
+FACEINDEX_GPU_QUEUE = "faceindex.gpu"
+FACEINDEX_GPU_BATCH_SIZE = int(setting("FACEINDEX_GPU_BATCH_SIZE", "64"))
 
 LOGGING = {
     "version": 1,

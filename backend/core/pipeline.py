@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -34,15 +35,40 @@ class Serialized:
         return locked
 
 
+def _torch_device():
+    """The CUDA device FACEINDEX_DEVICE selects, or None for the cv2 CPU path.
+
+    ``auto`` looks for the NVIDIA driver before importing torch, so CPU-only
+    processes never pay for loading it.
+    """
+    name = (settings.FACEINDEX_DEVICE or "auto").strip().lower()
+    if name == "cpu" or (name == "auto" and not Path("/proc/driver/nvidia").exists()):
+        return None
+    from ml.torch_models.device import resolve_device
+
+    device = resolve_device(name)  # a named GPU that is not there is an error, not a silent CPU run
+    return device if device.type == "cuda" else None
+
+
+def runs_on_gpu() -> bool:
+    """Whether this process's face models run on a GPU: it is then a GPU worker (jobs.routing)."""
+    return _torch_device() is not None
+
+
 @lru_cache(maxsize=1)
 def _load():
     from ml.pipeline import FacePipeline
 
     from backend.gallery.models import EMBEDDING_DIM
 
-    pipeline = FacePipeline.from_manifest(
-        detector=settings.FACEINDEX_DETECTOR or None, recognizer=settings.FACEINDEX_RECOGNIZER or None
-    )
+    models = {"detector": settings.FACEINDEX_DETECTOR or None, "recognizer": settings.FACEINDEX_RECOGNIZER or None}
+    device = _torch_device()
+    if device is not None:
+        from ml.torch_models.pipeline import TorchFacePipeline
+
+        pipeline = TorchFacePipeline.from_manifest(**models, device=device)
+    else:
+        pipeline = FacePipeline.from_manifest(**models)
     if pipeline.embedding_dim != EMBEDDING_DIM:
         # Vectors of another width cannot share the gallery's columns or index.
         raise RuntimeError(

@@ -11,6 +11,8 @@ import base64
 import json
 from contextlib import contextmanager
 
+from .routing import queues_with_live_consumers
+
 PROCESS_TASKS = {"faceindex.process_batch", "faceindex.process_image"}
 SCAN_CHUNK = 1000
 
@@ -52,16 +54,21 @@ def _waiting_messages(client, queue: str):
         yield from client.lrange(queue, start, start + SCAN_CHUNK - 1)
 
 
+def _waiting_image_ids(client, default_queue: str) -> set[int]:
+    return {i for queue in queues_with_live_consumers(client, default_queue)
+            for raw in _waiting_messages(client, queue) for i in _image_ids(raw)}
+
+
 def waiting_image_ids() -> set[int]:
-    """Image ids named by messages waiting in the queue (not yet taken by any worker)."""
+    """Image ids named by messages waiting in a queue some live worker consumes (routing)."""
     with _broker() as (client, queue):
-        return {i for raw in _waiting_messages(client, queue) for i in _image_ids(raw)}
+        return _waiting_image_ids(client, queue)
 
 
 def broker_image_ids() -> tuple[set[int], set[int]]:
     """(ids named by messages waiting in the queue, ids named by unacked deliveries)."""
     with _broker() as (client, queue):
-        waiting = {i for raw in _waiting_messages(client, queue) for i in _image_ids(raw)}
+        waiting = _waiting_image_ids(client, queue)
         unacked = {i for raw in client.hvals("unacked") for i in _image_ids(raw)}
     return waiting, unacked
 

@@ -192,6 +192,8 @@ def _detect_and_embed(batch: list[Work]) -> list[Work]:
     if not batch:
         return []
     pipeline = get_pipeline()
+    if getattr(pipeline, "runs_batches_on_device", False) and _embed_on_device(pipeline, batch):
+        return batch
     detections, kept = [], []
     for work in batch:
         try:
@@ -228,6 +230,28 @@ def _detect_and_embed(batch: list[Work]) -> list[Work]:
             work.faces.append(pipeline.embedded_face(face, crops[row], embeddings[row]))
             row += 1
     return batch
+
+
+def _embed_on_device(pipeline, batch: list[Work]) -> bool:
+    """The whole batch in one device call (TorchFacePipeline); False leaves it to the per-image path.
+
+    The device call already retries a failing GPU smaller, then on the CPU; an
+    image the detector rejects (odd geometry) fails the call, and then the
+    per-image path isolates it.
+    """
+    started = time.perf_counter()
+    try:
+        results = pipeline.process_batch([work.decoded.pixels for work in batch])
+    except (ValueError, cv2.error) as exc:
+        log.warning("batched detection failed (%s); going image by image", exc)
+        return False
+    seconds = time.perf_counter() - started
+    total = sum(len(faces) for faces in results)
+    for work, faces in zip(batch, results):
+        # One call for the batch: charged to images by their share of the faces (at least 1 each).
+        work.seconds["embed"] += seconds * (len(faces) + 1) / (total + len(batch))
+        work.faces.extend(faces)
+    return True
 
 
 def _describe(batch: list[Work]) -> None:

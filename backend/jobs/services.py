@@ -15,7 +15,7 @@ from django.utils import timezone
 from backend.core import outages, storage
 from backend.core.errors import Conflict, ServiceError
 
-from . import dedup
+from . import dedup, routing
 from .ingest import Blob, iter_upload
 from .models import Image, Job
 
@@ -196,7 +196,10 @@ def batches(ids: list[int], size: int | None = None) -> Iterator[list[int]]:
 
 
 def enqueue_images(image_ids: Iterable[int]) -> int:
-    """Send the images to the workers in batches of FACEINDEX_BATCH_SIZE; returns how many were sent.
+    """Send the images to the workers; returns how many were sent.
+
+    Batches go to the GPU queue while a GPU worker lives, else to the CPU
+    queue, each in its own batch size (routing).
 
     With the broker unreachable the images stay saved with ``queued_at`` unset:
     that is the outbox, which the workers' outbox sweep sends once the broker
@@ -209,17 +212,18 @@ def enqueue_images(image_ids: Iterable[int]) -> int:
         return 0
     Image.objects.filter(id__in=ids).update(queued_at=timezone.now())  # before the sends: the sweep reads it
     sent = 0
-    for batch in batches(ids):
-        try:
-            app.send_task("faceindex.process_batch", args=[batch])
-        except Exception as exc:
-            if not outages.is_outage(exc):
-                raise
-            unsent = ids[sent:]
-            Image.objects.filter(id__in=unsent, status=Image.Status.PENDING).update(queued_at=None)
-            log.warning("broker unreachable (%s): %d images wait in the outbox", exc, len(unsent))
-            return sent
-        sent += len(batch)
+    try:
+        with app.connection_for_read() as connection:
+            queue, size = routing.route_for_images(connection.default_channel.client)
+        for batch in batches(ids, size):
+            app.send_task("faceindex.process_batch", args=[batch], **({"queue": queue} if queue else {}))
+            sent += len(batch)
+    except Exception as exc:
+        if not outages.is_outage(exc):
+            raise
+        unsent = ids[sent:]
+        Image.objects.filter(id__in=unsent, status=Image.Status.PENDING).update(queued_at=None)
+        log.warning("broker unreachable (%s): %d images wait in the outbox", exc, len(unsent))
     return sent
 
 

@@ -9,7 +9,7 @@ import threading
 import cv2
 import numpy as np
 
-from ml.detectors.resize import clip_box, fit_for_detector
+from ml.detectors.resize import Letterbox, clip_box, fit_for_detector
 from ml.types import DetectedFace
 
 
@@ -37,15 +37,21 @@ class YuNetDetector:
         with self._lock:
             self._net.setInputSize((work.shape[1], work.shape[0]))
             _, rows = self._net.detect(work)
-        if rows is None:
-            return []
-        faces = []
-        for row in rows:
-            corners = letterbox.to_original(np.array([[row[0], row[1]], [row[0] + row[2], row[1] + row[3]]]))
-            box = clip_box(np.r_[corners[0], corners[1] - corners[0]], width, height)
-            if box[2] < 1 or box[3] < 1:
-                continue
-            landmarks = letterbox.to_original(row[4:14].reshape(5, 2))
-            faces.append(DetectedFace(box=box, landmarks=landmarks, score=float(row[14])))
-        faces.sort(key=lambda f: f.score, reverse=True)
-        return faces
+        return faces_from_rows(rows, letterbox, width, height)
+
+
+def faces_from_rows(rows: np.ndarray | None, letterbox: Letterbox, width: int, height: int) -> list[DetectedFace]:
+    """cv2.FaceDetectorYN's output rows (x, y, w, h, 5 landmarks, score) in detector pixels,
+    as faces in the original image, best score first."""
+    if rows is None:
+        return []
+    faces = []
+    for row in rows:
+        corners = letterbox.to_original(np.array([[row[0], row[1]], [row[0] + row[2], row[1] + row[3]]]))
+        box = clip_box(np.r_[corners[0], corners[1] - corners[0]], width, height)
+        if box[2] < 1 or box[3] < 1:
+            continue
+        landmarks = letterbox.to_original(row[4:14].reshape(5, 2))
+        faces.append(DetectedFace(box=box, landmarks=landmarks, score=float(row[14])))
+    faces.sort(key=lambda f: f.score, reverse=True)
+    return faces

@@ -21,3 +21,15 @@ def test_worker_runs_celery_and_api_runs_gunicorn():
     assert services["worker"]["command"][:3] == ["celery", "-A", "workers.celery_app"]
     assert "gunicorn backend.config.wsgi" in " ".join(services["api"]["command"])
     assert services["db"]["image"].startswith("pgvector/pgvector:")
+
+
+def test_gpu_worker_is_an_opt_in_profile_with_a_gpu_reservation():
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    gpu = services["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]  # `docker compose up` alone starts no GPU worker
+    assert set(gpu["environment"]) == set(Stack.for_tests().env()) | DJANGO_ONLY | {"FACEINDEX_DEVICE"}
+    assert gpu["environment"]["FACEINDEX_DEVICE"].startswith("cuda")
+    assert gpu["command"][:3] == ["celery", "-A", "workers.celery_app"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in device["capabilities"] for device in devices)
+    assert "cu" in gpu["build"]["args"]["TORCH_INDEX_URL"].rsplit("/", 1)[-1]
