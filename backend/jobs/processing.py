@@ -250,7 +250,13 @@ def _embed_on_device(pipeline, batch: list[Work]) -> bool:
     for work, faces in zip(batch, results):
         # One call for the batch: charged to images by their share of the faces (at least 1 each).
         work.seconds["embed"] += seconds * (len(faces) + 1) / (total + len(batch))
-        work.faces.extend(faces)
+        decoded = work.decoded
+        if wants_age_sex(work.image):
+            work.attribute_pixels, work.attribute_faces = decoded.pixels, list(faces)
+        # Found in the (maybe reduced) decode; stored in full-resolution pixels. The
+        # crops come from that decode too: no second, larger decode on this path.
+        work.faces.extend(_scaled(f, 1 / decoded.scale_x, 1 / decoded.scale_y) for f in faces)
+        work.data = None
     return True
 
 
