@@ -117,7 +117,10 @@ def _load_mask_classifier():
 def _load_age_sex():
     from ml.attributes import AgeSexEstimator
 
-    return AgeSexEstimator.load()
+    # The manifest's sex classifier may read the recognizer's embeddings:
+    # it must be the recognizer this process embeds with.
+    recognizer = settings.FACEINDEX_RECOGNIZER or None
+    return AgeSexEstimator.load(recognizer_id=recognizer)
 
 
 def get_mask_classifier():

@@ -64,16 +64,23 @@ def fill_missing_age_sex(image, load_pixels) -> int:
 
     ``load_pixels`` is called only when some face needs it. Returns how many faces were filled.
     """
-    from ml.types import DetectedFace
+    from ml.types import EmbeddedFace
 
     from .models import Face
 
     faces = list(Face.objects.filter(image=image, age__isnull=True).order_by("ordinal"))
     if not faces:
         return 0
-    detections = [DetectedFace(box=tuple(f.box), landmarks=np.asarray(f.landmarks, np.float32), score=f.det_score)
-                  for f in faces]
-    for face, estimate in zip(faces, get_age_sex_estimator().predict(load_pixels(), detections)):
+    pixels = load_pixels()
+    pipeline = get_pipeline()
+    # The sex classifier may read the stored embedding or the aligned crop.
+    detections = []
+    for f in faces:
+        landmarks = np.asarray(f.landmarks, np.float32)
+        detections.append(EmbeddedFace(box=tuple(f.box), landmarks=landmarks, score=f.det_score,
+                                       embedding=np.asarray(f.embedding, np.float32),
+                                       crop=pipeline.align(pixels, landmarks), quality=f.quality))
+    for face, estimate in zip(faces, get_age_sex_estimator().predict(pixels, detections)):
         Face.objects.filter(pk=face.pk).update(age=round(float(estimate.age), 1), sex=estimate.sex,
                                               sex_score=round(float(estimate.sex_score), 4))
     return len(faces)

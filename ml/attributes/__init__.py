@@ -1,6 +1,6 @@
 """Per-face attributes: mask state, sex and age; synthetic masks for matching.
 
-    from ml.attributes import MaskClassifier, AgeSexEstimator, synthesize_masked, masked_templates
+    from ml.attributes import MaskClassifier, AgeSexEstimator, load_sex_classifier, synthesize_masked, masked_templates
 
 Names load lazily so ``import ml.attributes`` stays cheap.
 """
@@ -13,6 +13,7 @@ _EXPORTS = {
     "MaskPrediction": "ml.attributes.mask_classifier",
     "AgeSexEstimator": "ml.attributes.age_sex",
     "AgeSex": "ml.attributes.age_sex",
+    "load_sex_classifier": "ml.attributes.sex_classifier",
     "synthesize_masked": "ml.attributes.overlay",
     "masked_templates": "ml.attributes.templates",
     "MASK_NAMES": "ml.package_images",

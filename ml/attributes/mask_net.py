@@ -47,15 +47,20 @@ def load_weights(data: bytes) -> dict[str, np.ndarray]:
     return params
 
 
-def logits(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """(n, 3, 64, 64) -> (n, len(LABELS)) logits."""
+def features(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """(n, 3, 64, 64) -> (n, 64, 8, 8): the last conv layer's feature maps (after ReLU)."""
     for i, pool in enumerate(POOL_AFTER):
         x = np.maximum(_conv3x3(x, params[f"conv{i}_w"], params[f"conv{i}_b"]), 0)
         if pool:
             n, c, h, w = x.shape
             x = x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
-    features = x.mean(axis=(2, 3))
-    return features @ params["fc_w"].T + params["fc_b"]
+    return x
+
+
+def logits(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """(n, 3, 64, 64) -> (n, outputs) logits (global average pooling, one linear layer)."""
+    pooled = features(params, x).mean(axis=(2, 3))
+    return pooled @ params["fc_w"].T + params["fc_b"]
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

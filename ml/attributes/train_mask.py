@@ -30,7 +30,8 @@ HELD_OUT_MASK = "green"
 HOLDOUT_IDENTITIES = ("astronaut", "t1_2")
 
 
-def build_torch_model():
+def build_torch_model(outputs: int = len(mask_net.LABELS)):
+    """mask_net's layers in torch; ``train_sex`` builds the same with two outputs."""
     import torch.nn as nn
 
     layers = []
@@ -38,7 +39,7 @@ def build_torch_model():
         layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
         if pool:
             layers.append(nn.MaxPool2d(2))
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(mask_net.CHANNELS[-1], len(mask_net.LABELS))]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(mask_net.CHANNELS[-1], outputs)]
     return nn.Sequential(*layers)
 
 

@@ -1,4 +1,4 @@
-"""python -m ml.eval verify|identify|detect|embed — progress on stderr, JSON as the last stdout line."""
+"""python -m ml.eval verify|identify|detect|embed|attributes — progress on stderr, JSON as the last stdout line."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gt", type=Path, required=True)
     p.add_argument("--root", type=Path, required=True)
     common(p)
+    p = sub.add_parser("attributes", help="a sex classifier on photos labelled in a path,sex CSV")
+    p.add_argument("--root", type=Path, required=True, help="folder the CSV's paths are relative to")
+    p.add_argument("--labels", type=Path, required=True, help="CSV with header path,sex (M/F)")
+    p.add_argument("--sex-model", help="sex classifier id from weights/manifest.toml (default: manifest default)")
+    p.add_argument("--plots", type=Path, help="folder for roc.png, confusion.png, misclassified.png, activation_maps.png")
+    p.add_argument("--cache-dir", type=Path, help="per-photo face cache (default ~/.cache/faceindex/faces)")
+    common(p)
     p = sub.add_parser("embed", help="export embeddings as JSON")
     p.add_argument("--root", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -53,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         from ml.eval.identify import run_identify
 
         report = run_identify(pipeline, args.root)
+    elif args.command == "attributes":
+        from ml.eval.attributes import run_attributes
+
+        report = run_attributes(pipeline, args.root, args.labels, model_id=args.sex_model, plots=args.plots,
+                                cache_dir=args.cache_dir)
     elif args.command == "detect":
         from ml.eval.detect import run_detect
 

@@ -95,6 +95,27 @@ def load_aligned_faces(root: str | Path, *, cache_dir: str | Path | None = None,
     return AlignedFaces(np.stack(crops), labels, identities, paths, skipped)
 
 
+def select_identities(faces: AlignedFaces, *, min_photos: int = 1, max_photos: int = 0,
+                      max_identities: int = 0, seed: int = 0) -> AlignedFaces:
+    """Only identities with at least ``min_photos`` aligned photos, each cut to its
+    first ``max_photos`` (by file name; 0 keeps all); of those, ``max_identities``
+    drawn at random with ``seed`` (0 keeps all). Labels keep their meaning."""
+    if min_photos <= 1 and max_photos <= 0 and max_identities <= 0:
+        return faces
+    eligible = [cls for cls in np.unique(faces.labels) if (faces.labels == cls).sum() >= min_photos]
+    if max_identities > 0 and len(eligible) > max_identities:
+        eligible = sorted(np.random.default_rng(seed).choice(eligible, size=max_identities, replace=False))
+    keep = []
+    for cls in eligible:
+        members = np.flatnonzero(faces.labels == cls)
+        keep.extend(members[:max_photos] if max_photos > 0 else members)
+    if not keep:
+        raise ValueError(f"no identity has {min_photos} or more photos")
+    selected = faces.subset(np.array(sorted(keep)))
+    selected.skipped = faces.skipped
+    return selected
+
+
 def split_indices(labels: np.ndarray, *, held_out: float, seed: int,
                   by: str = "photos") -> tuple[np.ndarray, np.ndarray]:
     """Deterministic (train, held-out) index arrays.

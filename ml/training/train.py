@@ -12,6 +12,7 @@ backbone) and ``summary.json`` (held-out metrics and the calibrated threshold).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -24,7 +25,8 @@ import torch.nn.functional as F
 
 from ml.training.augment import augment
 from ml.training.backbones import PRETRAINED, build_backbone
-from ml.training.data import AlignedFaces, load_aligned_faces, split_indices
+from ml.training.backbones.stages import STAGE_NAMES
+from ml.training.data import AlignedFaces, load_aligned_faces, select_identities, split_indices
 from ml.training.freeze import parse_freeze_policy, set_modes, set_trainable
 from ml.training.losses import LOSS_PRESETS, margin_config
 from ml.training.metrics import evaluate
@@ -61,6 +63,15 @@ class TrainConfig:
     progress: bool = True
     pretrained: bool = True
     save_weights: bool = True     # checkpoint.pt every epoch and model.pt at the end
+    min_photos: int = 1           # keep only identities with at least this many photos
+    max_photos: int = 0           # use at most this many photos per identity (first by name); 0: all
+    max_identities: int = 0       # use this many identities, drawn with ``seed``; 0: all
+    eval_every_epoch: bool = True  # False: held-out metrics only after the last epoch (saves time)
+    # Run the stages the policy never trains once per photo (and its mirror
+    # image) and keep their output: each epoch then runs only the trained
+    # stages. Augmentation is reduced to the flip; results equal an uncached
+    # run with flip-only augmentation up to float16 storage of the features.
+    frozen_cache: bool = False
 
 
 @dataclass
@@ -85,17 +96,28 @@ def crops_to_tensor(crops: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().contiguous()
 
 
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module):
+    """Eval mode inside; afterwards every submodule gets back its own mode (a plain
+    ``train(True)`` would put frozen stages in train mode and let their BatchNorm drift)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 @torch.no_grad()
 def embed_all(backbone, crops: np.ndarray, device: torch.device, amp: bool = False) -> np.ndarray:
     """L2-normalised embeddings of crops, in eval mode, no augmentation."""
-    was_training = backbone.training
-    backbone.eval()
     out = []
-    for start in range(0, len(crops), EVAL_BATCH_SIZE):
-        with _autocast(device, amp):
-            emb = backbone(crops_to_tensor(crops[start:start + EVAL_BATCH_SIZE], device))
-        out.append(F.normalize(emb.float()).cpu().numpy())
-    backbone.train(was_training)
+    with eval_mode(backbone):
+        for start in range(0, len(crops), EVAL_BATCH_SIZE):
+            with _autocast(device, amp):
+                emb = backbone(crops_to_tensor(crops[start:start + EVAL_BATCH_SIZE], device))
+            out.append(F.normalize(emb.float()).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -127,22 +149,69 @@ def auto_batch_size(backbone, head, device: torch.device, limit: int, amp: bool)
 def imprint_centres(head: PartialFC, backbone, crops: np.ndarray, labels: np.ndarray, device) -> None:
     """Start each class centre at its mean pretrained embedding (weight imprinting):
     with a few photos per person, random centres would first drag the features around."""
-    emb = embed_all(backbone, crops, device)
+    _imprint(head, embed_all(backbone, crops, device), labels)
+
+
+def _imprint(head: PartialFC, emb: np.ndarray, labels: np.ndarray) -> None:
     with torch.no_grad():
         for cls in range(head.num_classes):
             centre = emb[labels == cls].mean(axis=0)
             head.weight[cls] = torch.from_numpy(centre / max(np.linalg.norm(centre), 1e-12))
 
 
+def load_training_faces(cfg: TrainConfig) -> AlignedFaces:
+    faces = load_aligned_faces(cfg.data, cache_dir=cfg.cache_dir, progress=cfg.progress)
+    return select_identities(faces, min_photos=cfg.min_photos, max_photos=cfg.max_photos,
+                             max_identities=cfg.max_identities, seed=cfg.seed)
+
+
+def evaluation_rows(labels: np.ndarray, test_idx: np.ndarray, split_by: str) -> tuple[np.ndarray, np.ndarray]:
+    """(photos to embed, positions of the held-out ones among them).
+
+    Split by photos, held-out photos are matched against every photo; split by
+    identities, the held-out people are matched among themselves (the training
+    people are not who you will search for, and skipping them halves the cost).
+    """
+    if split_by == "identities":
+        return test_idx, np.arange(len(test_idx))
+    return np.arange(len(labels)), test_idx
+
+
+class FrozenFeatures:
+    """float16 outputs of the never-trained stages, per photo, as is and mirrored.
+
+    Shared between trainers (``ml.study``) keyed by backbone and stage: valid
+    only while those stages keep their pretrained weights, which every freeze
+    policy guarantees for the stages before its first trainable one.
+    """
+
+    def __init__(self):
+        self._store: dict[tuple, dict[int, np.ndarray]] = {}
+
+    def get(self, key: tuple, backbone, stage: str, crops: np.ndarray, rows: np.ndarray, mirrored: bool,
+            device) -> np.ndarray:
+        table = self._store.setdefault((*key, stage, mirrored), {})
+        missing = [int(r) for r in rows if int(r) not in table]
+        if missing:
+            with eval_mode(backbone), torch.no_grad():
+                for start in range(0, len(missing), EVAL_BATCH_SIZE):
+                    chunk = missing[start:start + EVAL_BATCH_SIZE]
+                    batch = crops[chunk][:, :, ::-1] if mirrored else crops[chunk]
+                    out = backbone.features_before(crops_to_tensor(batch, device), stage).cpu().numpy()
+                    table.update({r: f.astype(np.float16) for r, f in zip(chunk, out)})
+        return np.stack([table[int(r)] for r in rows])
+
+
 class Trainer:
-    def __init__(self, cfg: TrainConfig, faces: AlignedFaces | None = None):
+    def __init__(self, cfg: TrainConfig, faces: AlignedFaces | None = None,
+                 frozen_features: FrozenFeatures | None = None):
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        self.faces = faces or load_aligned_faces(cfg.data, cache_dir=cfg.cache_dir, progress=cfg.progress)
+        self.faces = faces or load_training_faces(cfg)
         self.train_idx, self.test_idx = split_indices(
             self.faces.labels, held_out=cfg.held_out, seed=cfg.seed, by=cfg.split_by)
         train_labels = self.faces.labels[self.train_idx]
@@ -154,11 +223,20 @@ class Trainer:
         if self.policy.new_fc:
             self.backbone.replace_fc()
         self.backbone.to(self.device)
+        # The first stage any phase trains; everything before it stays pretrained.
+        self.first_stage = next(name for name in STAGE_NAMES if name in self.policy.stages)
+        self.frozen = (frozen_features or FrozenFeatures()) if cfg.frozen_cache else None
+        self._last_metrics: dict | None = None
         margin = margin_config(cfg.loss, scale=cfg.scale, margins=cfg.margins)
         self.head = PartialFC(self.backbone.embedding_dim, len(self.classes), margin, cfg.partial_fc).to(self.device)
         if cfg.pretrained and cfg.backbone in PRETRAINED and not self.policy.new_fc:
-            imprint_centres(self.head, self.backbone, self.faces.crops[self.train_idx],
-                            self.train_targets, self.device)
+            if self.frozen is not None:
+                with torch.no_grad():
+                    head_emb = self.embed(self.train_idx)
+                _imprint(self.head, head_emb, self.train_targets)
+            else:
+                imprint_centres(self.head, self.backbone, self.faces.crops[self.train_idx],
+                                self.train_targets, self.device)
         head_params = list(self.head.parameters()) + (
             list(self.backbone.fc.parameters()) if self.policy.new_fc else [])
         head_ids = {id(p) for p in head_params}
@@ -215,10 +293,16 @@ class Trainer:
                    disable=not self.cfg.progress, leave=False)
         for batch in bar:
             rows = self.train_idx[batch]
-            crops = np.stack([augment(self.faces.crops[r], self.rng) for r in rows])
             labels = torch.from_numpy(self.train_targets[batch]).to(self.device)
-            with _autocast(self.device, self.cfg.amp):
-                embeddings = self.backbone(crops_to_tensor(crops, self.device))
+            if self.frozen is not None:
+                mirrored = self.rng.random(len(rows)) < 0.5
+                features = self._frozen_features(rows, mirrored)
+                with _autocast(self.device, self.cfg.amp):
+                    embeddings = self.backbone.forward_from(features, self.first_stage)
+            else:
+                crops = np.stack([augment(self.faces.crops[r], self.rng) for r in rows])
+                with _autocast(self.device, self.cfg.amp):
+                    embeddings = self.backbone(crops_to_tensor(crops, self.device))
             loss = self.head(embeddings.float(), labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -228,12 +312,13 @@ class Trainer:
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         seconds = time.perf_counter() - started
         self.train_seconds += seconds
-        metrics = self.evaluate()
+        last = self.epoch + 1 == self.cfg.epochs
+        metrics = self.evaluate() if self.cfg.eval_every_epoch or last else {}
         entry = {"epoch": self.epoch + 1, "phase": phase, "loss": float(np.mean(losses)),
                  "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                  "images_per_s": round(seen / seconds, 2),
-                 "held_out_pair_accuracy": metrics["pair_accuracy"],
-                 "held_out_knn_accuracy": metrics["knn_accuracy"]}
+                 "held_out_pair_accuracy": metrics.get("pair_accuracy", float("nan")),
+                 "held_out_knn_accuracy": metrics.get("knn_accuracy", float("nan"))}
         self.history.append(entry)
         self.epoch += 1
         with open(self.out / "log.jsonl", "a") as log:
@@ -243,13 +328,43 @@ class Trainer:
         return entry
 
     def evaluate(self) -> dict:
-        embeddings = embed_all(self.backbone, self.faces.crops, self.device, self.cfg.amp)
-        return evaluate(embeddings, self.faces.labels, self.test_idx, seed=self.cfg.seed)
+        rows, probes = evaluation_rows(self.faces.labels, self.test_idx, self.cfg.split_by)
+        embeddings = self.embed(rows)
+        self._last_metrics = evaluate(embeddings, self.faces.labels[rows], probes, seed=self.cfg.seed)
+        return self._last_metrics
+
+    def embed(self, rows: np.ndarray) -> np.ndarray:
+        """L2-normalised embeddings of photos ``rows`` (eval mode, no augmentation)."""
+        if self.frozen is None:
+            return embed_all(self.backbone, self.faces.crops[rows], self.device, self.cfg.amp)
+        out = []
+        with eval_mode(self.backbone), torch.no_grad():
+            for start in range(0, len(rows), EVAL_BATCH_SIZE):
+                chunk = rows[start:start + EVAL_BATCH_SIZE]
+                features = self._frozen_features(chunk, np.zeros(len(chunk), bool))
+                with _autocast(self.device, self.cfg.amp):
+                    emb = self.backbone.forward_from(features, self.first_stage)
+                out.append(F.normalize(emb.float()).cpu().numpy())
+        return np.concatenate(out)
+
+    def _frozen_features(self, rows: np.ndarray, mirrored: np.ndarray) -> torch.Tensor:
+        key = (self.cfg.backbone, self.cfg.pretrained, id(self.faces))
+        parts = {}
+        for flag in (False, True):
+            if (mirrored == flag).any():
+                parts[flag] = self.frozen.get(key, self.backbone, self.first_stage, self.faces.crops,
+                                              rows[mirrored == flag], flag, self.device)
+        first = next(iter(parts.values()))
+        features = np.empty((len(rows), *first.shape[1:]), np.float32)
+        for flag, values in parts.items():
+            features[mirrored == flag] = values
+        return torch.from_numpy(features).to(self.device)
 
     def fit(self) -> TrainResult:
         while self.epoch < self.cfg.epochs:
             self.train_epoch()
-        metrics = self.evaluate()
+        # Each epoch ends with an evaluation of the model as it now is: reuse it.
+        metrics = self._last_metrics if self.history and self._last_metrics else self.evaluate()
         self._write_outputs(metrics)
         return TrainResult(metrics, self.history, self.train_seconds)
 
@@ -335,6 +450,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-amp", dest="amp", action="store_false")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false")
     parser.add_argument("--quiet", dest="progress", action="store_false")
+    parser.add_argument("--min-photos", type=int, default=1, help="keep identities with at least this many photos")
+    parser.add_argument("--max-photos", type=int, default=0, help="at most this many photos per identity (0: all)")
+    parser.add_argument("--max-identities", type=int, default=0,
+                        help="use this many identities, drawn at random with --seed (0: all)")
+    parser.add_argument("--no-eval-every-epoch", dest="eval_every_epoch", action="store_false",
+                        help="held-out metrics after the last epoch only")
+    parser.add_argument("--frozen-cache", action="store_true",
+                        help="compute the never-trained stages once per photo (flip-only augmentation): "
+                             "much faster on CPU when the early stages are frozen")
 
 
 def main(argv=None) -> int:

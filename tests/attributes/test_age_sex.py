@@ -5,16 +5,23 @@ import pytest
 from ml.attributes import AgeSexEstimator
 
 
-@pytest.fixture(scope="module")
-def estimator():
-    return AgeSexEstimator.load()
+# The manifest's default sex classifier (sex-fusion-v1) and the packaged network alone.
+@pytest.fixture(scope="module", params=[None, "dlib-gender-v1"])
+def estimator(request):
+    return AgeSexEstimator.load(request.param)
+
+
+def test_default_sex_classifier_is_the_manifest_one():
+    from ml.attributes.sex_classifier import default_sex_model_id
+
+    assert AgeSexEstimator.load().sex_classifier.model_id == default_sex_model_id()
 
 
 def test_astronaut_is_an_adult_woman(estimator, pipeline):
     from ml.package_images import astronaut_bgr
 
     img = astronaut_bgr()
-    faces = pipeline.detect(img)
+    faces = pipeline.process(img)
     result = estimator.predict(img, faces[:1])[0]
     assert result.sex == "female" and 0.5 < result.sex_score <= 1.0
     assert 18 <= result.age <= 70
@@ -23,13 +30,14 @@ def test_astronaut_is_an_adult_woman(estimator, pipeline):
     assert (again.age, again.sex, again.sex_score) == (result.age, result.sex, result.sex_score)
 
 
-def test_known_sexes_on_package_faces(estimator, faces):
+def test_known_sexes_on_package_faces(estimator, faces, pipeline):
     # Eileen Collins, Tom Hanks, and the frontal faces of t1.jpg
     # (left to right: Jennifer Aniston, Courteney Cox, David Schwimmer,
     # Matthew Perry, Matt LeBlanc in profile -- left out --, Lisa Kudrow).
     expected = {"astronaut": "female", "tom_hanks": "male", "t1_0": "female", "t1_1": "female",
                 "t1_2": "male", "t1_3": "male", "t1_5": "female"}
-    results = estimator.predict_crops([faces[k] for k in expected])
+    crops = [faces[k] for k in expected]
+    results = estimator.predict_crops(crops, pipeline.embed_crops(crops))
     assert [r.sex for r in results] == list(expected.values()), results
     assert all(15 <= r.age <= 70 for r in results), results
 

@@ -38,7 +38,17 @@ class StagedBackbone(nn.Module):
         self.fc = self.new_fc()
 
     def forward(self, bgr: torch.Tensor) -> torch.Tensor:
+        return self.forward_from(self.features_before(bgr, STAGE_NAMES[0]), STAGE_NAMES[0])
+
+    def features_before(self, bgr: torch.Tensor, stage: str) -> torch.Tensor:
+        """The input of ``stage`` (``L1``..``L4``): preprocessing and every earlier stage."""
         x = self.preprocess(bgr)
-        for name in STAGE_NAMES:
+        for name in STAGE_NAMES[:STAGE_NAMES.index(stage)]:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward_from(self, x: torch.Tensor, stage: str) -> torch.Tensor:
+        """The embedding from ``features_before(bgr, stage)``: ``stage`` onwards and the head."""
+        for name in STAGE_NAMES[STAGE_NAMES.index(stage):]:
             x = getattr(self, name)(x)
         return self.fc(x)
