@@ -215,6 +215,10 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Ingest limits.
 FACEINDEX_MAX_UPLOAD_BYTES = int(setting("FACEINDEX_MAX_UPLOAD_BYTES", str(50 * 1024 * 1024)))
 FACEINDEX_MAX_PIXELS = int(setting("FACEINDEX_MAX_PIXELS", str(60_000_000)))
+# A JPEG may be this large (a 10x8-inch print at 1200 dpi is 115 MP): it is
+# decoded at reduced size (libjpeg scaling) within FACEINDEX_MAX_PIXELS, so
+# memory stays bounded. Other formats cannot decode reduced: they keep the cap above.
+FACEINDEX_MAX_JPEG_PIXELS = int(setting("FACEINDEX_MAX_JPEG_PIXELS", str(200_000_000)))
 FACEINDEX_ZIP_MAX_ENTRIES = int(setting("FACEINDEX_ZIP_MAX_ENTRIES", "100000"))
 FACEINDEX_ZIP_MAX_TOTAL_BYTES = int(setting("FACEINDEX_ZIP_MAX_TOTAL_BYTES", str(20 * 1024**3)))
 FACEINDEX_ZIP_MAX_RATIO = int(setting("FACEINDEX_ZIP_MAX_RATIO", "100"))
