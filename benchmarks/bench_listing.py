@@ -69,7 +69,7 @@ def main() -> int:
         from django.core.management import call_command
         from django.db import transaction
 
-        from backend.jobs import listing, services
+        from backend.jobs import listing, queueing, services
         from backend.jobs.models import Image, Job
 
         call_command("migrate", verbosity=0)
@@ -96,7 +96,7 @@ def main() -> int:
             Image.objects.filter(id__in=last).delete()
             Job.objects.filter(pk=job.pk).update(total_images=listed - chunk, listed_files=listed - chunk,
                                                  listing=True)
-        listing.send_listing_task(job.pk)
+        queueing.send_listing_task(job.pk)
         job.refresh_from_db()
         started = time.perf_counter()
         while listing.continue_listing(job.pk, job.listing_task, seconds=3600):

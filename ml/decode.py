@@ -3,6 +3,16 @@
 Convention: pixels are HxWx3 uint8 in **BGR** order (OpenCV's), with the EXIF
 orientation already applied, so every coordinate the pipeline reports is in
 the upright image the user sees.
+
+Scaled decoding: libjpeg can decode a JPEG at 1/2, 1/4 or 1/8 of its size
+for a fraction of the time and memory (IDCT scaling, ``Image.draft``). With
+``max_side`` a JPEG is decoded at the smallest such scale whose longest side
+is still at least ``max_side``; with ``max_jpeg_pixels`` a JPEG may be up to
+that many pixels on paper as long as the decoded pixels stay within
+``max_pixels`` (so a 200 MP archive scan costs no more memory than the cap).
+Other formats cannot decode at reduced size: ``max_pixels`` is their cap.
+``DecodedImage.width/height`` are always the full upright size; ``scale_x``
+and ``scale_y`` say how the pixels relate to it.
 """
 from __future__ import annotations
 
@@ -40,17 +50,33 @@ class DecodedImage:
     format: str  # "JPEG", "PNG", ...
     taken_at: str | None  # EXIF DateTimeOriginal, ISO 8601
     gps: tuple[float, float] | None  # (lat, lon)
+    # pixels per full-resolution pixel along x and y (1.0: decoded at full size)
+    scale_x: float = 1.0
+    scale_y: float = 1.0
+
+    @property
+    def reduced(self) -> bool:
+        return self.pixels.shape[1] != self.width or self.pixels.shape[0] != self.height
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode ``data``; raises ImageDecodeError, never anything else."""
+# libjpeg's DCT scaling factors, Pillow's draft picks among them.
+JPEG_SCALES = (1, 2, 4, 8)
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None,
+                 max_jpeg_pixels: int | None = None) -> DecodedImage:
+    """Decode ``data``; raises ImageDecodeError, never anything else.
+
+    ``max_side``: a JPEG may be decoded smaller, down to this longest side.
+    ``max_jpeg_pixels``: a JPEG's own size limit, decoded within ``max_pixels``.
+    """
     if not data:
         raise ImageDecodeError("empty", "the file is empty")
     try:
         with warnings.catch_warnings():
             # Our own max_pixels check replaces Pillow's bomb warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return _decode(data, max_pixels)
+            return _decode(data, max_pixels, max_side, max_jpeg_pixels)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -63,7 +89,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
         raise ImageDecodeError("too_many_pixels", "not enough memory to decode the image") from exc
 
 
-def _decode(data: bytes, max_pixels: int) -> DecodedImage:
+def _decode(data: bytes, max_pixels: int, max_side: int | None, max_jpeg_pixels: int | None) -> DecodedImage:
     img = Image.open(io.BytesIO(data))
     fmt = img.format or "UNKNOWN"
     if fmt not in SUPPORTED_FORMATS:
@@ -72,26 +98,55 @@ def _decode(data: bytes, max_pixels: int) -> DecodedImage:
     width, height = img.size
     if width <= 0 or height <= 0:
         raise ImageDecodeError("corrupt", "image has zero size")
-    if width * height > max_pixels:
+    scalable = fmt in ("JPEG", "MPO")
+    limit = max(max_pixels, max_jpeg_pixels or 0) if scalable else max_pixels
+    if width * height > limit:
+        kind = "JPEG " if scalable and max_jpeg_pixels else ""
         raise ImageDecodeError(
             "too_many_pixels",
-            f"image has {width}x{height} = {width * height} pixels, limit is {max_pixels}",
+            f"{kind}image has {width}x{height} = {width * height} pixels, limit is {limit}",
         )
+    if scalable:
+        factor = _jpeg_factor(width, height, max_pixels, max_side)
+        if factor > 1:
+            # Pillow picks the largest scale whose result is at least the asked size.
+            img.draft(img.mode, (width // factor, height // factor))
     img.load()
     exif = img.getexif()
     taken_at = _taken_at(exif)
     gps = _gps(exif)
+    decoded_w, decoded_h = img.size
     img = ImageOps.exif_transpose(img)
     rgb = _to_rgb8(img)
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    # The full upright size: the header's, swapped if EXIF turned the picture.
+    swapped = (bgr.shape[1], bgr.shape[0]) != (decoded_w, decoded_h)
+    full_w, full_h = (height, width) if swapped else (width, height)
     return DecodedImage(
         pixels=bgr,
-        width=bgr.shape[1],
-        height=bgr.shape[0],
+        width=full_w,
+        height=full_h,
         format="JPEG" if fmt == "MPO" else fmt,
         taken_at=taken_at,
         gps=gps,
+        scale_x=bgr.shape[1] / full_w,
+        scale_y=bgr.shape[0] / full_h,
     )
+
+
+def _jpeg_factor(width: int, height: int, max_pixels: int, max_side: int | None) -> int:
+    """The libjpeg reduction to decode at: within max_pixels, and the largest that keeps the longest side >= max_side."""
+    def reduced(factor: int) -> tuple[int, int]:
+        return -(-width // factor), -(-height // factor)
+
+    allowed = [f for f in JPEG_SCALES if reduced(f)[0] * reduced(f)[1] <= max_pixels]
+    if not allowed:
+        raise ImageDecodeError("too_many_pixels", f"image has {width}x{height} pixels, too many to decode within {max_pixels}")
+    if max_side is not None:
+        keeping = [f for f in allowed if max(reduced(f)) >= max_side]
+        if keeping:
+            return max(keeping)
+    return min(allowed)
 
 
 def _to_rgb8(img: Image.Image) -> np.ndarray:

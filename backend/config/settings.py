@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "backend.gallery",
     "backend.jobs",
     "backend.reports",
+    "backend.web",
 ]
 
 MIDDLEWARE = [
@@ -213,6 +214,7 @@ TUNABLES = [
     # Ingest limits.
     Tunable("FACEINDEX_MAX_UPLOAD_BYTES", int, 50 * 1024 * 1024, "largest file accepted (bytes), uploads and imported files alike"),
     Tunable("FACEINDEX_MAX_PIXELS", int, 60_000_000, "largest decoded image (pixels); bigger ones fail as too_many_pixels"),
+    Tunable("FACEINDEX_MAX_JPEG_PIXELS", int, 200_000_000, "largest JPEG accepted: decoded at reduced size within FACEINDEX_MAX_PIXELS"),
     Tunable("FACEINDEX_ZIP_MAX_ENTRIES", int, 100_000, "most files one zip upload may hold"),
     Tunable("FACEINDEX_ZIP_MAX_TOTAL_BYTES", int, 20 * 1024**3, "most bytes one zip upload may expand to"),
     Tunable("FACEINDEX_ZIP_MAX_RATIO", int, 100, "highest compression ratio of a zip member (zip-bomb guard)"),

@@ -34,7 +34,6 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
-from pgvector.django import CosineDistance
 
 from backend.core.errors import NotFound
 
@@ -53,63 +52,104 @@ def _lock_owner(owner_id: int) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_NAMESPACE, int(owner_id) % 2**31])
 
 
-def _neighbours(face: Face, *, similarity: float, k: int) -> list[tuple[int, int | None]]:
-    rows = (
-        Face.objects.filter(owner_id=face.owner_id, identity__isnull=True)
-        .exclude(pk=face.pk)
-        .exclude(image_id=face.image_id)
-        .annotate(distance=CosineDistance("embedding", face.embedding))
-        .order_by("distance")
-        .values_list("id", "cluster_id", "distance")[:k]
-    )
-    return [(face_id, cluster_id) for face_id, cluster_id, distance in rows if 1.0 - distance >= similarity]
+def _neighbours(owner_id: int, face_ids: list[int], *, similarity: float, k: int) -> dict[int, list[int]]:
+    """Each face's nearest unknown faces of the owner (module rule 1), in one query.
+
+    A LATERAL join runs one K-nearest scan of the face index per face. Which
+    faces are neighbours does not depend on clusters, so the whole run's
+    neighbours can be read before any face is placed.
+    """
+    table = Face._meta.db_table
+    sql = f"""
+        SELECT probe.id, near.id
+        FROM {table} probe
+        CROSS JOIN LATERAL (
+            SELECT other.id, other.embedding <=> probe.embedding AS distance
+            FROM {table} other
+            WHERE other.owner_id = probe.owner_id AND other.identity_id IS NULL
+              AND other.id <> probe.id AND other.image_id <> probe.image_id
+            ORDER BY other.embedding <=> probe.embedding
+            LIMIT %s
+        ) AS near
+        WHERE probe.owner_id = %s AND probe.id = ANY(%s) AND near.distance <= %s
+    """
+    found: dict[int, list[int]] = {face_id: [] for face_id in face_ids}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [k, owner_id, face_ids, 1.0 - similarity])
+        for face_id, neighbour_id in cursor.fetchall():
+            found[face_id].append(neighbour_id)
+    return found
 
 
 def cluster_faces(owner_id: int, face_ids, *, similarity: float = SIMILARITY, k: int = NEIGHBOURS,
                   merge_links: int = MERGE_LINKS) -> int:
-    """Place each given unknown face into a cluster (see module rule); returns faces clustered."""
+    """Place each given unknown face that clustering has not seen yet into a cluster (module rule); returns faces clustered.
+
+    A few statements per call, not per face: the neighbours come from one
+    query, clusters are tracked in memory while the faces are placed in id
+    order, and the placements are written together at the end.
+    """
     face_ids = sorted(set(int(i) for i in face_ids or []))
     if not face_ids:
         return 0
     clustered = 0
     with transaction.atomic():
         _lock_owner(owner_id)
+        # Checked under the lock: a concurrent call may have placed them already.
+        face_ids = list(Face.objects.filter(owner_id=owner_id, pk__in=face_ids, identity__isnull=True,
+                                            cluster_checked=False).order_by("id").values_list("id", flat=True))
+        if not face_ids:
+            return 0
         matching.configure_vector_search()
-        sizes = Counter()
+        neighbours = _neighbours(owner_id, face_ids, similarity=similarity, k=k)
+        involved = set(face_ids) | {n for ids in neighbours.values() for n in ids}
+        cluster_of: dict[int, int | None] = dict(Face.objects.filter(pk__in=involved).values_list("id", "cluster_id"))
+        initial = dict(cluster_of)
+        # Sizes of the clusters this run can touch, in one query; kept up to date in memory.
+        sizes = Counter(dict(Face.objects.filter(cluster_id__in={c for c in cluster_of.values() if c is not None})
+                             .values_list("cluster_id").annotate(n=Count("id")).values_list("cluster_id", "n")))
+        touched: set[int] = set()
 
-        def size(cluster_id: int) -> int:
-            if cluster_id not in sizes:
-                sizes[cluster_id] = Face.objects.filter(cluster_id=cluster_id).count()
-            return sizes[cluster_id]
-
-        for face in Face.objects.filter(owner_id=owner_id, pk__in=face_ids, identity__isnull=True).order_by("id"):
-            face.refresh_from_db(fields=["cluster_id"])  # an earlier face may have pulled it in
-            neighbours = _neighbours(face, similarity=similarity, k=k)
-            Face.objects.filter(pk=face.pk).update(cluster_checked=True)
-            if not neighbours:
+        for face_id in face_ids:
+            near = [(n, cluster_of.get(n)) for n in neighbours[face_id]]
+            if not near:
                 continue
-            links = Counter(c for _, c in neighbours if c is not None)
-            if face.cluster_id is not None:
-                links[face.cluster_id] += len(neighbours) + 1  # its own cluster wins
+            own = cluster_of.get(face_id)  # an earlier face may have pulled it in
+            links = Counter(c for _, c in near if c is not None)
+            if own is not None:
+                links[own] += len(near) + 1  # its own cluster wins
             if links:
-                ranked = sorted(links, key=lambda c: (-links[c], -size(c), c))
+                ranked = sorted(links, key=lambda c: (-links[c], -sizes[c], c))
                 cluster_id = ranked[0]
                 for other in ranked[1:]:
                     if links[other] >= merge_links:
-                        moved = Face.objects.filter(cluster_id=other).update(cluster_id=cluster_id)
-                        sizes[cluster_id] = size(cluster_id) + moved
-                        sizes.pop(other, None)
+                        sizes[cluster_id] += sizes.pop(other, 0)
+                        # Faces outside this run move in the database now, the run's own in memory.
+                        Face.objects.filter(cluster_id=other).exclude(pk__in=involved).update(cluster_id=cluster_id)
+                        for member, c in cluster_of.items():
+                            if c == other:
+                                cluster_of[member] = cluster_id
+                        touched.discard(other)
                         UnknownCluster.objects.filter(pk=other).delete()
             else:
                 cluster_id = UnknownCluster.objects.create(owner_id=owner_id).pk
                 sizes[cluster_id] = 0
-            joining = {face.pk} | {i for i, c in neighbours if c is None}
-            if face.cluster_id == cluster_id:
-                joining.discard(face.pk)
-            Face.objects.filter(pk__in=joining).update(cluster_id=cluster_id)
-            sizes[cluster_id] = size(cluster_id) + len(joining)
-            UnknownCluster.objects.filter(pk=cluster_id).update(updated_at=timezone.now())
+            joining = {n for n, c in near if c is None}
+            if own != cluster_id:
+                joining.add(face_id)
+            sizes[cluster_id] += len(joining)
+            for member in joining:
+                cluster_of[member] = cluster_id
+            touched.add(cluster_id)
             clustered += 1
+        moved: dict[int, list[int]] = {}
+        for member, c in cluster_of.items():
+            if c != initial.get(member):
+                moved.setdefault(c, []).append(member)
+        for cluster_id, members in moved.items():
+            Face.objects.filter(pk__in=members).update(cluster_id=cluster_id)
+        Face.objects.filter(pk__in=face_ids).update(cluster_checked=True)
+        UnknownCluster.objects.filter(pk__in=touched).update(updated_at=timezone.now())
     return clustered
 
 
@@ -146,3 +186,22 @@ def clusters_for(owner):
 
 def sample_faces(cluster: UnknownCluster, n: int = 4) -> list[Face]:
     return list(cluster.faces.order_by("-quality", "id")[:n])
+
+
+def remove_from_cluster(*, owner, cluster_id: int, face_id: int) -> Face:
+    """A user says this face does not belong with the others: it leaves the cluster.
+
+    It stays unknown and counts as clustered (cluster_checked), so the
+    catch-up pass does not put it straight back; a cluster left with one
+    face is dissolved.
+    """
+    cluster = get_cluster(owner=owner, cluster_id=cluster_id)
+    with transaction.atomic():
+        _lock_owner(owner.pk)
+        face = Face.objects.filter(owner=owner, pk=face_id, cluster=cluster).first()
+        if face is None:
+            raise NotFound("not_found", f"face {face_id} is not in cluster {cluster_id}")
+        Face.objects.filter(pk=face.pk).update(cluster=None, cluster_checked=True)
+        prune_clusters(owner.pk)
+    face.refresh_from_db()
+    return face

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 from django.db import connection
-from pgvector.django import CosineDistance
 
 from backend.core.pipeline import get_pipeline
 
@@ -31,10 +30,11 @@ class Match:
 def configure_vector_search() -> None:
     """Session settings for HNSW queries; call inside a transaction."""
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL hnsw.ef_search = %s", [settings.FACEINDEX_HNSW_EF_SEARCH])
         # Owner filters are applied after the index scan: iterative scans keep
-        # fetching until enough rows pass the filter (pgvector >= 0.8).
-        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        # fetching until enough rows pass the filter (pgvector >= 0.8). One
+        # round trip for both (no parameters: the value is formatted as an int).
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {int(settings.FACEINDEX_HNSW_EF_SEARCH)}; "
+                       "SET LOCAL hnsw.iterative_scan = relaxed_order")
 
 
 def match_threshold() -> float:
@@ -47,21 +47,38 @@ def identity_scores(owner_id: int, embedding: np.ndarray, *, k: int | None = Non
     Synthetic-masked templates take part only for masked probes: against bare
     probes they add false matches and no true ones (measured, docs/masks.md).
     """
+    return identity_scores_batch(owner_id, [embedding], [probe_masked], k=k)[0]
+
+
+def identity_scores_batch(owner_id: int, embeddings, probes_masked, *, k: int | None = None) -> list[dict[int, float]]:
+    """identity_scores for many faces of one owner in one query, same rule.
+
+    A LATERAL join runs one K-nearest scan of the template index per probe
+    inside a single statement, so a batch of faces costs one round trip.
+    """
     k = k or settings.FACEINDEX_MATCH_CANDIDATES
-    templates = Template.objects.filter(owner_id=owner_id)
-    if not probe_masked:
-        templates = templates.filter(masked=False)
-    rows = (
-        templates
-        .annotate(distance=CosineDistance("embedding", np.asarray(embedding, dtype=np.float32)))
-        .order_by("distance")
-        .values_list("identity_id", "distance")[:k]
-    )
-    scores: dict[int, float] = {}
-    for identity_id, distance in rows:
-        similarity = 1.0 - float(distance)
-        if similarity > scores.get(identity_id, -2.0):
-            scores[identity_id] = similarity
+    embeddings = [np.asarray(e, dtype=np.float32) for e in embeddings]
+    if not embeddings:
+        return []
+    vectors = ["[" + ",".join(f"{v:.9g}" for v in e.tolist()) + "]" for e in embeddings]
+    sql = f"""
+        SELECT probe.ordinal, nearest.identity_id, nearest.distance
+        FROM unnest(%s::int[], %s::text[], %s::bool[]) AS probe(ordinal, embedding, masked)
+        CROSS JOIN LATERAL (
+            SELECT t.identity_id, t.embedding <=> probe.embedding::vector AS distance
+            FROM {Template._meta.db_table} t
+            WHERE t.owner_id = %s AND (probe.masked OR NOT t.masked)
+            ORDER BY t.embedding <=> probe.embedding::vector
+            LIMIT %s
+        ) AS nearest
+    """
+    scores: list[dict[int, float]] = [{} for _ in embeddings]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [list(range(len(vectors))), vectors, [bool(m) for m in probes_masked], owner_id, k])
+        for ordinal, identity_id, distance in cursor.fetchall():
+            similarity = 1.0 - float(distance)
+            if similarity > scores[ordinal].get(identity_id, -2.0):
+                scores[ordinal][identity_id] = similarity
     return scores
 
 

@@ -14,13 +14,17 @@ def finish_image(image: Image, *, failed: bool, faces_found: int = 0, linked: bo
     Runs inside the caller's transaction together with the face rows, so the
     counters and the faces can never disagree.
     """
-    job = Job.objects.select_for_update().get(pk=image.job_id)
-    if failed:
-        job.failed_images += 1
-    else:
-        job.processed_images += 1
-        job.faces_found += faces_found
-        job.linked_images += int(linked)
+    count_finished(image.job_id, processed=0 if failed else 1, failed=int(failed),
+                   faces_found=0 if failed else faces_found, linked=int(linked and not failed))
+
+
+def count_finished(job_id: int, *, processed: int = 0, failed: int = 0, faces_found: int = 0, linked: int = 0) -> None:
+    """Add finished images to a job's counters (one row lock for a whole batch), inside the caller's transaction."""
+    job = Job.objects.select_for_update().get(pk=job_id)
+    job.failed_images += failed
+    job.processed_images += processed
+    job.faces_found += faces_found
+    job.linked_images += linked
     job.save(update_fields=["failed_images", "processed_images", "faces_found", "linked_images"])
     complete_if_done(job)
 

@@ -44,10 +44,17 @@ def indexed_image(owner_id: int, sha256: str, *, exclude_id: int) -> Indexed | N
     return indexed_images(owner_id, {sha256}, exclude_id=exclude_id).get(sha256) if exists else None
 
 
-def lock_content(owner_id: int, sha256: str) -> None:
-    """Serialise, until the current transaction ends, indexing of one owner's content."""
+def lock_contents(owner_id: int, sha256s: list[str]) -> None:
+    """Serialise, until the current transaction ends, indexing of one owner's contents.
+
+    Taken in sorted order, so two batches that share contents cannot deadlock.
+    """
+    keys = sorted({f"faceindex:content:{owner_id}:{sha256}" for sha256 in sha256s})
+    if not keys:
+        return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"faceindex:content:{owner_id}:{sha256}"])
+        cursor.execute("SELECT count(pg_advisory_xact_lock(hashtextextended(key, 0))) "
+                       "FROM unnest(%s::text[]) WITH ORDINALITY AS k(key, n)", [keys])
 
 
 def mark_linked(image: Image, canonical: Indexed) -> None:

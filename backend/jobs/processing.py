@@ -1,8 +1,11 @@
 """Index stored images in batches: read, decode, detect, align, embed, match, write faces.
 
-A batch shares one embedding call for all its faces; everything else is per
-image, and every image is written in its own transaction, so one bad image
-fails alone and a re-run of a finished image is a no-op (idempotent).
+A batch shares one embedding call for all its faces, one matching query and
+one database transaction for all its images (faces in one multi-row insert,
+job counters moved once per job). Decode and detection failures fail one
+image alone; if the batch's transaction fails, each image is written again in
+its own transaction, so one bad row cannot take the batch down. A re-run of a
+finished image is a no-op (idempotent): writing re-checks this worker's claim.
 """
 from __future__ import annotations
 
@@ -10,20 +13,22 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import cv2
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from backend.core import storage
+from backend.core import outages, storage
 from backend.core.pipeline import encode_jpeg, get_pipeline
 from backend.gallery import matching
 from backend.gallery.models import Face
+from ml.decode import decode_image
 
 from . import dedup, services
 from .models import Image
@@ -39,8 +44,12 @@ STAGES = ("decode", "detect", "embed", "attributes", "match", "write")
 class Work:
     image: Image
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    decoded: object | None = None
-    faces: list = field(default_factory=list)
+    decoded: object | None = None  # ml.decode.DecodedImage, maybe at reduced size (large JPEGs)
+    data: bytes | None = None  # the original bytes while a larger decode for the crops may be needed
+    faces: list = field(default_factory=list)  # EmbeddedFace, in full-resolution coordinates
+    # Pixels and faces for age/sex, whose chips are cut from the image (only for jobs that ask).
+    attribute_pixels: object | None = None
+    attribute_faces: list = field(default_factory=list)
     attributes: list = field(default_factory=list)  # gallery.attributes.FaceAttributes per face
 
     @contextmanager
@@ -64,8 +73,6 @@ def _parse_taken_at(value: str | None):
 
 def process_images(image_ids: list[int], *, worker_name: str) -> None:
     from ml.errors import ImageDecodeError
-    from ml.decode import decode_image
-
     claimed = services.claim_images(list(image_ids), worker_name=worker_name)
     if not claimed:
         return
@@ -89,7 +96,8 @@ def process_images(image_ids: list[int], *, worker_name: str) -> None:
                     duplicates.append((work, first_of_content[image.sha256]))
                     continue
                 first_of_content[image.sha256] = work
-                work.decoded = decode_image(data, max_pixels=settings.FACEINDEX_MAX_PIXELS)
+                work.decoded = decode_for_detection(data)
+                work.data = data if work.decoded.reduced else None
         except SourceUnreadable as exc:
             services.fail_image(image.pk, code=exc.code, message=str(exc))
             continue
@@ -99,15 +107,48 @@ def process_images(image_ids: list[int], *, worker_name: str) -> None:
         to_embed.append(work)
     to_embed = _detect_and_embed(to_embed)
     _describe(to_embed)
-    threshold = get_pipeline().threshold
-    for work in to_embed:
-        _write_faces(work, worker_name=worker_name, threshold=threshold)
+    _write_batch(to_embed, worker_name=worker_name, threshold=get_pipeline().threshold)
     for work, _first in duplicates:
         if not _link_if_indexed(work, worker_name):
             # The first copy failed: this one fails for the same reason.
             first = Image.objects.get(pk=_first.image.pk)
             services.fail_image(work.image.pk, code=first.error_code or "internal_error",
                                 message=first.error_message or "the same content failed in this batch")
+
+
+# A face at least this wide in the pixels it is cut from loses next to nothing
+# to the 112x112 aligned crop: benchmarks/bench_decode.py measured the
+# embedding's cosine to the full-resolution crop's at >= 0.994 from 128 px,
+# 0.990 at 96-128 px, down to 0.86 below 64 px. Smaller faces get their crops
+# from a second, larger decode of the JPEG.
+CROP_SOURCE_MIN_FACE = 128
+
+
+def decode_for_detection(data: bytes):
+    """Decode at the detector's working size where the format allows it (JPEG), within the pixel caps."""
+    return decode_image(data, max_pixels=settings.FACEINDEX_MAX_PIXELS, max_jpeg_pixels=settings.FACEINDEX_MAX_JPEG_PIXELS,
+                        max_side=getattr(get_pipeline().detector, "max_side", None))
+
+
+def _crop_source(work: Work, faces: list) -> tuple[np.ndarray, float, float]:
+    """Pixels to cut the aligned crops from, and their scale against full resolution."""
+    decoded = work.decoded
+    if not decoded.reduced or not faces:
+        return decoded.pixels, decoded.scale_x, decoded.scale_y
+    smallest = min(min(f.box[2], f.box[3]) for f in faces)
+    needed = min(1.0, CROP_SOURCE_MIN_FACE / max(smallest, 1.0))
+    if needed <= min(decoded.scale_x, decoded.scale_y):
+        return decoded.pixels, decoded.scale_x, decoded.scale_y
+    larger = decode_image(work.data, max_pixels=settings.FACEINDEX_MAX_PIXELS, max_jpeg_pixels=settings.FACEINDEX_MAX_JPEG_PIXELS,
+                          max_side=int(np.ceil(needed * max(decoded.width, decoded.height))))
+    return larger.pixels, larger.scale_x, larger.scale_y
+
+
+def _scaled(face, sx: float, sy: float):
+    """A detection moved between pixel grids (x scaled by sx, y by sy)."""
+    x, y, w, h = face.box
+    return replace(face, box=(x * sx, y * sy, w * sx, h * sy),
+                   landmarks=(np.asarray(face.landmarks, np.float32) * np.float32([sx, sy])).astype(np.float32))
 
 
 def _detect_and_embed(batch: list[Work]) -> list[Work]:
@@ -133,12 +174,25 @@ def _detect_and_embed(batch: list[Work]) -> list[Work]:
             continue
         kept.append(work)
     batch = kept
+    crops, located = [], []
+    for work, faces in zip(batch, detections):
+        decoded = work.decoded
+        # Boxes and landmarks as stored: full-resolution upright pixels.
+        full = [_scaled(f, 1 / decoded.scale_x, 1 / decoded.scale_y) for f in faces]
+        with work.timed("decode"):
+            pixels, sx, sy = _crop_source(work, full)
+        with work.timed("embed"):
+            in_source = [_scaled(f, sx, sy) for f in full]
+            crops += [pipeline.align(pixels, f.landmarks) for f in in_source]
+        if wants_age_sex(work.image):
+            work.attribute_pixels, work.attribute_faces = pixels, in_source
+        work.data = None
+        located.append(full)
     started = time.perf_counter()
-    crops = [pipeline.align(w.decoded.pixels, f.landmarks) for w, faces in zip(batch, detections) for f in faces]
     embeddings = pipeline.embed_crops(crops) if crops else np.zeros((0, pipeline.embedding_dim), np.float32)
     embed_seconds = time.perf_counter() - started
     row = 0
-    for work, faces in zip(batch, detections):
+    for work, faces in zip(batch, located):
         # The shared embedding call is charged to images by their share of the faces.
         work.seconds["embed"] += embed_seconds * len(faces) / max(len(crops), 1)
         for face in faces:
@@ -165,7 +219,13 @@ def _embed_on_device(pipeline, batch: list[Work]) -> bool:
     for work, faces in zip(batch, results):
         # One call for the batch: charged to images by their share of the faces (at least 1 each).
         work.seconds["embed"] += seconds * (len(faces) + 1) / (total + len(batch))
-        work.faces.extend(faces)
+        decoded = work.decoded
+        if wants_age_sex(work.image):
+            work.attribute_pixels, work.attribute_faces = decoded.pixels, list(faces)
+        # Found in the (maybe reduced) decode; stored in full-resolution pixels. The
+        # crops come from that decode too: no second, larger decode on this path.
+        work.faces.extend(_scaled(f, 1 / decoded.scale_x, 1 / decoded.scale_y) for f in faces)
+        work.data = None
     return True
 
 
@@ -175,7 +235,11 @@ def _describe(batch: list[Work]) -> None:
 
     for work in batch:
         with work.timed("attributes"):
-            work.attributes = describe_faces(work.decoded.pixels, work.faces, with_age_sex=wants_age_sex(work.image))
+            # Age/sex chips are cut from the pixels the crops came from, with the landmarks in them.
+            faces = [replace(face, box=at.box, landmarks=at.landmarks) for face, at in zip(work.faces, work.attribute_faces)] \
+                if wants_age_sex(work.image) else work.faces
+            work.attributes = describe_faces(work.attribute_pixels, faces, with_age_sex=wants_age_sex(work.image))
+        work.attribute_pixels, work.attribute_faces = None, []
 
 
 def wants_age_sex(image: Image) -> bool:
@@ -188,8 +252,6 @@ def _link_if_indexed(work: Work, worker_name: str, data: bytes | None = None) ->
     A job that asks for age/sex first fills them in on the earlier faces when
     that indexing skipped them (``data``: this image's bytes, the same content).
     """
-    from ml.decode import decode_image
-
     image = work.image
     canonical = dedup.indexed_image(image.owner_id, image.sha256, exclude_id=image.pk)
     if canonical is None:
@@ -198,9 +260,17 @@ def _link_if_indexed(work: Work, worker_name: str, data: bytes | None = None) ->
         locked = Image.objects.select_for_update().get(pk=image.pk)
         if locked.status != Image.Status.PROCESSING or locked.worker != worker_name:
             return True
-        _finish_as_link(work, locked, canonical, load_pixels=lambda: decode_image(
-            data, max_pixels=settings.FACEINDEX_MAX_PIXELS).pixels if data is not None else None)
+        _finish_as_link(work, locked, canonical, load_pixels=lambda: _full_size_pixels(decode_image(
+            data, max_pixels=settings.FACEINDEX_MAX_PIXELS, max_jpeg_pixels=settings.FACEINDEX_MAX_JPEG_PIXELS))
+            if data is not None else None)
     return True
+
+
+def _full_size_pixels(decoded) -> np.ndarray:
+    """Pixels on the full-resolution grid the stored landmarks use (age/sex filled in on a link: rare)."""
+    if not decoded.reduced:
+        return decoded.pixels
+    return cv2.resize(decoded.pixels, (decoded.width, decoded.height), interpolation=cv2.INTER_LINEAR)
 
 
 def _finish_as_link(work: Work, locked: Image, canonical: dedup.Indexed, load_pixels) -> None:
@@ -218,60 +288,187 @@ def _finish_as_link(work: Work, locked: Image, canonical: dedup.Indexed, load_pi
     services.finish_image(locked, failed=False, faces_found=new_faces, linked=True)
 
 
+CROP_UPLOAD_THREADS = 8  # crop PUTs are network round trips: overlap them
+
+
+@contextmanager
+def _crops_uploading(batch: list[Work]):
+    """Upload the batch's crops in threads while the caller works; yields a wait() that raises an upload's error.
+
+    The caller waits before its commit: a committed face always has its crop.
+    """
+    uploads = [(crop_key(work.image, ordinal), face.crop) for work in batch for ordinal, face in enumerate(work.faces)]
+    pool = ThreadPoolExecutor(max_workers=max(1, min(CROP_UPLOAD_THREADS, len(uploads))))
+    futures = [pool.submit(lambda key, crop: storage.put_bytes(key, encode_jpeg(crop), "image/jpeg"), key, crop)
+               for key, crop in uploads]
+
+    def wait() -> None:
+        for future in futures:
+            future.result()
+
+    try:
+        yield wait
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _charge(batch: list[Work], stage: str, seconds: float) -> None:
+    """Split a stage shared by the batch among its images, by their share of the faces (evenly if none)."""
+    faces = sum(len(w.faces) for w in batch)
+    for work in batch:
+        work.seconds[stage] += seconds * (len(work.faces) / faces if faces else 1 / len(batch))
+
+
+def _write_batch(batch: list[Work], *, worker_name: str, threshold: float) -> None:
+    if not batch:
+        return
+    started = time.perf_counter()
+    with _crops_uploading(batch) as crops_uploaded:
+        try:
+            with transaction.atomic():
+                _write_batch_rows(batch, worker_name=worker_name, threshold=threshold,
+                                  crops_uploaded=crops_uploaded, started=started)
+        except DatabaseError as exc:
+            if outages.is_outage(exc):
+                raise  # the database is away, not one image's fault: the task waits it out
+            # A deadlock or one bad row: nothing of the batch was written. Each
+            # image gets its own transaction, so a bad one fails alone.
+            log.warning("batch write of %d images failed; writing them one by one", len(batch), exc_info=True)
+            crops_uploaded()
+            for work in batch:
+                _write_faces(work, worker_name=worker_name, threshold=threshold)
+
+
+def _write_batch_rows(batch: list[Work], *, worker_name: str, threshold: float, crops_uploaded, started: float) -> None:
+    """The whole batch in the caller's transaction: claims checked, links, matching, faces, counters.
+
+    The crops upload meanwhile (``crops_uploaded`` waits for them); ``started``: when they began.
+    """
+    locked = {image.pk: image for image in Image.objects.select_for_update(of=("self",)).select_related("job")
+              .filter(pk__in=[w.image.pk for w in batch]).order_by("id")}
+    # Another worker finished or re-claimed an image meanwhile: it is not ours to write.
+    live = [w for w in batch if (image := locked.get(w.image.pk)) is not None
+            and image.status == Image.Status.PROCESSING and image.worker == worker_name]
+    by_owner: dict[int, list[Work]] = defaultdict(list)
+    for work in live:
+        by_owner[work.image.owner_id].append(work)
+    finished: dict[int, list[tuple[Image, int]]] = defaultdict(list)  # job id -> (image, faces)
+    matching.configure_vector_search()
+    match_seconds = 0.0
+    for owner_id, works in by_owner.items():
+        # Same bytes indexed at once by two workers: the content locks make the
+        # second wait for the first's commit and then link instead of writing twice.
+        dedup.lock_contents(owner_id, [w.image.sha256 for w in works])
+        canonical = dedup.indexed_images(owner_id, {w.image.sha256 for w in works})
+        fresh = []
+        for work in works:
+            image = locked[work.image.pk]
+            if (found := canonical.get(image.sha256)) is not None:
+                _finish_as_link(work, image, found, load_pixels=lambda work=work: _full_size_pixels(work.decoded))
+                keys = [crop_key(image, ordinal) for ordinal in range(len(work.faces))]
+                transaction.on_commit(lambda keys=keys: storage.delete_keys(keys))
+            else:
+                fresh.append(work)
+        if not fresh:
+            continue
+        started = time.perf_counter()
+        probes = [(face, attrs) for work in fresh for face, attrs in zip(work.faces, work.attributes)]
+        scores = matching.identity_scores_batch(owner_id, [f.embedding for f, _ in probes], [a.masked for _, a in probes])
+        matches = iter([matching.decide(s, threshold=threshold) for s in scores])
+        elapsed = time.perf_counter() - started
+        match_seconds += elapsed
+        _charge(fresh, "match", elapsed)
+        Face.objects.filter(image_id__in=[w.image.pk for w in fresh]).delete()
+        rows = []
+        for work in fresh:
+            image = locked[work.image.pk]
+            rows.extend(_face_rows(image, work, [next(matches) for _ in work.faces]))
+            _mark_done(image, work.decoded)
+            finished[image.job_id].append((image, len(work.faces)))
+        Face.objects.bulk_create(rows)
+        face_ids = [row.pk for row in rows]
+        unknown_ids = [row.pk for row in rows if row.identity_id is None]
+        transaction.on_commit(lambda owner_id=owner_id, face_ids=face_ids, unknown_ids=unknown_ids:
+                              _faces_indexed(owner_id, face_ids, unknown_ids))
+    done = [image for images in finished.values() for image, _ in images]
+    crops_uploaded()
+    # Write time without matching: crop uploads and this transaction, which overlap.
+    done_ids = {image.pk for image in done}
+    _charge([w for w in live if w.image.pk in done_ids], "write", time.perf_counter() - started - match_seconds)
+    works_by_id = {w.image.pk: w for w in live}
+    for image in done:
+        image.timings = {k: round(v, 5) for k, v in works_by_id[image.pk].seconds.items()}
+    Image.objects.bulk_update(done, DONE_FIELDS)
+    for job_id in sorted(finished):
+        services.count_finished(job_id, processed=len(finished[job_id]), faces_found=sum(n for _, n in finished[job_id]))
+
+
+DONE_FIELDS = ["status", "width", "height", "taken_at", "gps_lat", "gps_lon", "processed_at", "worker",
+               "error_code", "error_message", "timings"]
+
+
+def _mark_done(image: Image, decoded) -> None:
+    image.status = Image.Status.DONE
+    image.width, image.height = decoded.width, decoded.height
+    image.taken_at = _parse_taken_at(decoded.taken_at)
+    if decoded.gps:
+        image.gps_lat, image.gps_lon = decoded.gps
+    image.processed_at = timezone.now()
+    image.worker = ""
+    image.error_code = image.error_message = ""
+
+
+def _face_rows(image: Image, work: Work, matches: list[matching.Match]) -> list[Face]:
+    rows = []
+    for ordinal, (face, match, attrs) in enumerate(zip(work.faces, matches, work.attributes)):
+        x, y, w, h = face.box
+        rows.append(Face(
+            owner_id=image.owner_id,
+            image=image,
+            ordinal=ordinal,
+            box_x=x, box_y=y, box_w=w, box_h=h,
+            landmarks=[[float(a), float(b)] for a, b in face.landmarks],
+            det_score=float(face.score),
+            quality=float(face.quality),
+            embedding=face.embedding,
+            identity_id=match.identity_id,
+            similarity=match.similarity,
+            crop_key=crop_key(image, ordinal),
+            **attrs.as_fields(),
+        ))
+    return rows
+
+
+def _faces_indexed(owner_id: int, face_ids: list[int], unknown_face_ids: list[int]) -> None:
+    # After commit, once per owner per batch: receivers (gallery clustering,
+    # connected in its AppConfig.ready) react to the new faces.
+    faces_indexed.send(sender=Image, owner_id=owner_id, face_ids=face_ids, unknown_face_ids=unknown_face_ids)
+
+
 def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
+    """One image in its own transaction: the fallback when its batch's transaction failed (crops are uploaded)."""
     image, decoded, faces = work.image, work.decoded, work.faces
-    with work.timed("write"):
-        for ordinal, face in enumerate(faces):
-            storage.put_bytes(crop_key(image, ordinal), encode_jpeg(face.crop), "image/jpeg")
     write_started = time.perf_counter()
     with transaction.atomic():
         locked = Image.objects.select_for_update().get(pk=image.pk)
         if locked.status != Image.Status.PROCESSING or locked.worker != worker_name:
             return  # another worker finished or re-claimed it meanwhile
-        # Two workers may index the same bytes at once (copies of a photo in
-        # different batches): the content lock makes the second wait for the
-        # first's commit and then link to it instead of writing the faces twice.
-        dedup.lock_content(image.owner_id, image.sha256)
+        dedup.lock_contents(image.owner_id, [image.sha256])
         canonical = dedup.indexed_image(image.owner_id, image.sha256, exclude_id=image.pk)
         if canonical is not None:
-            _finish_as_link(work, locked, canonical, load_pixels=lambda: decoded.pixels)
+            _finish_as_link(work, locked, canonical, load_pixels=lambda: _full_size_pixels(decoded))
             keys = [crop_key(image, ordinal) for ordinal in range(len(faces))]
             transaction.on_commit(lambda: storage.delete_keys(keys))
             return
         with work.timed("match"):
             matching.configure_vector_search()
-            matches = [matching.match_embedding(image.owner_id, face.embedding, threshold=threshold, probe_masked=attrs.masked)
-                       for face, attrs in zip(faces, work.attributes)]
+            scores = matching.identity_scores_batch(image.owner_id, [f.embedding for f in faces],
+                                                    [a.masked for a in work.attributes])
+            matches = [matching.decide(s, threshold=threshold) for s in scores]
         Face.objects.filter(image=locked).delete()
-        rows = []
-        for ordinal, (face, match, attrs) in enumerate(zip(faces, matches, work.attributes)):
-            x, y, w, h = face.box
-            rows.append(
-                Face(
-                    owner_id=image.owner_id,
-                    image=locked,
-                    ordinal=ordinal,
-                    box_x=x, box_y=y, box_w=w, box_h=h,
-                    landmarks=[[float(a), float(b)] for a, b in face.landmarks],
-                    det_score=float(face.score),
-                    quality=float(face.quality),
-                    embedding=face.embedding,
-                    identity_id=match.identity_id,
-                    similarity=match.similarity,
-                    crop_key=crop_key(image, ordinal),
-                    **attrs.as_fields(),
-                )
-            )
+        rows = _face_rows(locked, work, matches)
         Face.objects.bulk_create(rows)
-        locked.status = Image.Status.DONE
-        locked.width, locked.height = decoded.width, decoded.height
-        locked.taken_at = _parse_taken_at(decoded.taken_at)
-        if decoded.gps:
-            locked.gps_lat, locked.gps_lon = decoded.gps
-        locked.processed_at = timezone.now()
-        locked.worker = ""
-        locked.error_code = locked.error_message = ""
-        # Write time without matching: the DB part here plus the crop uploads above.
+        _mark_done(locked, decoded)
         work.seconds["write"] += time.perf_counter() - write_started - work.seconds["match"]
         locked.timings = {k: round(v, 5) for k, v in work.seconds.items()}
         locked.save()
@@ -280,5 +477,4 @@ def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
         # run once per written image, after its faces are committed.
         face_ids = [row.pk for row in rows]
         unknown_ids = [row.pk for row in rows if row.identity_id is None]
-        transaction.on_commit(lambda: faces_indexed.send(sender=Image, owner_id=image.owner_id, face_ids=face_ids,
-                                                         unknown_face_ids=unknown_ids))
+        transaction.on_commit(lambda: _faces_indexed(image.owner_id, face_ids, unknown_ids))

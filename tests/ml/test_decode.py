@@ -145,3 +145,49 @@ def test_unsupported_format():
     with pytest.raises(ImageDecodeError) as err:
         decode_image(buf.getvalue())
     assert err.value.code == "unsupported_format"
+
+
+def _big_jpeg(width: int, height: int, orientation: int | None = None) -> bytes:
+    img = Image.fromarray(np.ascontiguousarray(np.broadcast_to(_gradient(width, 1), (height, width, 3))))
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    return encode(img, "JPEG", quality=90, exif=exif.tobytes())
+
+
+def test_large_jpeg_decodes_at_reduced_size_for_the_detector():
+    decoded = decode_image(_big_jpeg(4000, 3000), max_side=960)
+    # 1/4 keeps the longest side >= 960 (1000); 1/8 (500) would not.
+    assert decoded.pixels.shape == (750, 1000, 3)
+    assert (decoded.width, decoded.height) == (4000, 3000)
+    assert decoded.reduced and decoded.scale_x == decoded.scale_y == 0.25
+    full = decode_image(_big_jpeg(4000, 3000))
+    assert full.pixels.shape == (3000, 4000, 3) and not full.reduced
+
+
+def test_reduced_decode_follows_exif_rotation():
+    decoded = decode_image(_big_jpeg(4000, 3000, orientation=6), max_side=960)  # 90 degrees: portrait
+    assert decoded.pixels.shape == (1000, 750, 3)
+    assert (decoded.width, decoded.height) == (3000, 4000)
+    assert decoded.scale_x == decoded.scale_y == 0.25
+
+
+def test_jpeg_over_the_pixel_cap_decodes_within_it_up_to_its_own_limit():
+    data = _big_jpeg(2000, 1500)  # 3 MP
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image(data, max_pixels=1_000_000)
+    assert err.value.code == "too_many_pixels"
+    decoded = decode_image(data, max_pixels=1_000_000, max_jpeg_pixels=4_000_000)
+    assert decoded.pixels.shape == (750, 1000, 3)  # 1/2: the first scale within 1 MP
+    assert (decoded.width, decoded.height) == (2000, 1500)
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image(data, max_pixels=1_000_000, max_jpeg_pixels=2_000_000)
+    assert err.value.code == "too_many_pixels" and "JPEG" in str(err.value)
+
+
+def test_formats_without_scaled_decoding_keep_the_cap():
+    png = encode(Image.fromarray(_gradient(2000, 1500)), "PNG")
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image(png, max_pixels=1_000_000, max_jpeg_pixels=200_000_000, max_side=960)
+    assert err.value.code == "too_many_pixels"
+    assert not decode_image(png, max_side=960).reduced  # only JPEG decodes reduced

@@ -11,14 +11,15 @@ from django.test import override_settings
 
 from backend.core import pipeline as core_pipeline
 from backend.jobs import processing
-from backend.jobs.models import Image
+from backend.jobs.models import Image, Job
 from ml.decode import decode_image
 from ml.package_images import insightface_images_dir
 
 
 def _works():
     paths = [insightface_images_dir() / "t1.jpg", insightface_images_dir() / "Tom_Hanks_54745.png"]
-    return [processing.Work(image=Image(), decoded=decode_image(p.read_bytes())) for p in paths]
+    # Unsaved rows: the worker reads only the job's options (no age/sex here).
+    return [processing.Work(image=Image(job=Job(options={})), decoded=decode_image(p.read_bytes())) for p in paths]
 
 
 @pytest.mark.django_db

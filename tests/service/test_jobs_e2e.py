@@ -129,3 +129,32 @@ def test_owners_never_see_each_others_data(api, sample_archive):
     mine = wait_for_job(other, submit(other, {"g.jpg": (sample_archive.archive_dir / "2019/group.jpg").read_bytes()}).json()["id"])
     assert Face.objects.filter(image__job_id=mine["id"], identity__isnull=False).count() == 0
     assert Face.objects.filter(image__job_id=mine["id"]).count() == 6
+
+
+def test_a_jpeg_scan_over_the_pixel_cap_is_indexed_at_full_resolution_coordinates(api, sample_archive, settings):
+    import cv2
+    import numpy as np
+
+    from ml.package_images import astronaut_bgr
+
+    ids = enroll_people(api, sample_archive.enroll_dir)
+    # A 10000x7000 (70 MP) scan, over the 60 MP cap that formats without
+    # scaled decoding keep: the astronaut 4x enlarged at (6000, 3000).
+    scan = np.full((7000, 10000, 3), 200, np.uint8)
+    scan[3000:5048, 6000:8048] = cv2.resize(astronaut_bgr(), (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    ok, data = cv2.imencode(".jpg", scan, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    assert ok and scan.shape[0] * scan.shape[1] > settings.FACEINDEX_MAX_PIXELS
+    del scan
+    job = wait_for_job(api, submit(api, {"scan.jpg": data.tobytes()}).json()["id"])
+    image = Image.objects.get(job_id=job["id"])
+    assert image.status == Image.Status.DONE, (image.error_code, image.error_message)
+    assert (image.width, image.height) == (10000, 7000)
+    face = Face.objects.get(image=image)
+    assert face.identity_id == ids["Eileen Collins"]
+    # Box and landmarks are in the scan's own pixels: where the 512-px photo's
+    # face lands once enlarged 4x and placed at (6000, 3000) (up to the
+    # detector's precision: it sees this face at 1/8 of the scan's size).
+    small = get_pipeline().detect(astronaut_bgr())[0]
+    expected = np.float32(small.landmarks) * 4 + np.float32([6000, 3000])
+    assert np.abs(np.float32(face.landmarks) - expected).max() < 0.1 * 4 * small.box[2]
+    assert abs(face.box_w - 4 * small.box[2]) < 0.1 * 4 * small.box[2]
