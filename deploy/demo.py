@@ -26,6 +26,8 @@ API_PORT = int(os.environ.get("FACEINDEX_API_PORT", "8000"))
 # forked prefork child, and a solo worker holds its models exactly once.
 WORKER_COUNT = int(os.environ.get("FACEINDEX_WORKERS", str(os.cpu_count() or 1)))
 DEMO_OWNER = "demo"
+# The demo user signs in to the web app at / with this password.
+DEMO_PASSWORD = os.environ.get("FACEINDEX_DEMO_PASSWORD", "faceindex-demo")
 ADMIN_USER, ADMIN_PASSWORD = "admin", os.environ.get("FACEINDEX_ADMIN_PASSWORD", "faceindex-admin")
 
 
@@ -54,6 +56,8 @@ def main() -> int:
     print("starting the embedded stack (PostgreSQL+pgvector, Redis, S3)…", flush=True)
     stack.start()
     env = {**os.environ, **stack.env(), "DJANGO_SETTINGS_MODULE": "backend.config.settings"}
+    # The web app's "import from a folder" can read the demo's sample photos.
+    env.setdefault("FACEINDEX_IMPORT_ROOTS", str(stack.var_dir / "demo-sample"))
     # One worker per core: each keeps its models to a fair share of the cores.
     env.setdefault("FACEINDEX_WORKER_THREADS", str(max(1, (os.cpu_count() or 1) // WORKER_COUNT)))
     manage("migrate", "--noinput", "-v", "0", env=env)
@@ -61,7 +65,7 @@ def main() -> int:
         "from django.contrib.auth import get_user_model; U = get_user_model();\n"
         f"a, _ = U.objects.get_or_create(username='{ADMIN_USER}', defaults=dict(is_staff=True, is_superuser=True));\n"
         f"a.is_staff = a.is_superuser = True; a.set_password('{ADMIN_PASSWORD}'); a.save();\n"
-        f"U.objects.get_or_create(username='{DEMO_OWNER}')"), env=env)
+        f"d, _ = U.objects.get_or_create(username='{DEMO_OWNER}'); d.set_password('{DEMO_PASSWORD}'); d.save()"), env=env)
     token = manage("drf_create_token", DEMO_OWNER, env=env, capture=True).split()[2]
 
     manage("collectstatic", "--noinput", "-v", "0", env=env)  # WhiteNoise serves them (DEBUG is off)
@@ -88,6 +92,8 @@ def main() -> int:
     base = f"http://{API_HOST}:{API_PORT}"
     print(f"""
 faceindex is running (demo wall time {time.monotonic() - started:.0f}s, indexing incl. enrollment {index_seconds:.1f}s)
+  web app    {base}/               sign in as '{DEMO_OWNER}', password '{DEMO_PASSWORD}'
+             (folder imports allowed under {env['FACEINDEX_IMPORT_ROOTS']})
   API        {base}/api/v1/          token for user '{DEMO_OWNER}': {token}
              curl -H 'Authorization: Token {token}' {base}/api/v1/reports/identities
   API docs   {base}/api/v1/docs

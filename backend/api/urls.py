@@ -34,6 +34,7 @@ urlpatterns = [
     path("clusters", gallery.ClusterListApi.as_view(), name="clusters"),
     path("clusters/<int:cluster_id>", gallery.ClusterDetailApi.as_view(), name="cluster-detail"),
     path("clusters/<int:cluster_id>/name", gallery.ClusterNameApi.as_view(), name="cluster-name"),
+    path("clusters/<int:cluster_id>/faces/<int:face_id>", gallery.ClusterFaceApi.as_view(), name="cluster-face"),
     path("reports/identities", reports.IdentityReportListApi.as_view(), name="report-identities"),
     path("reports/identities/<int:identity_id>", reports.IdentityStatisticsApi.as_view(), name="report-identity"),
     path("reports/identities/<int:identity_id>/timeline.png", reports.IdentityTimelineChartApi.as_view(), name="report-identity-timeline"),

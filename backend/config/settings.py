@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "backend.gallery",
     "backend.jobs",
     "backend.reports",
+    "backend.web",
 ]
 
 MIDDLEWARE = [

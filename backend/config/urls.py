@@ -7,6 +7,7 @@ urlpatterns = [
     path("api/v1/", include("backend.api.urls")),
     path("api/v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("", include("backend.web.urls")),
 ]
 
 # Errors outside DRF's views (unknown URLs, the admin, a crash) answer in the API's JSON shape too.

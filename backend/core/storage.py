@@ -86,9 +86,10 @@ def list_keys(prefix: str = "", bucket: str | None = None) -> list[str]:
     return [o.object_name for o in client().list_objects(bucket or settings.S3_BUCKET, prefix=prefix, recursive=True)]
 
 
-def presigned_url(key: str | None) -> str | None:
+def presigned_url(key: str | None, *, seconds: int | None = None) -> str | None:
+    """A GET URL for one object, valid `seconds` (default S3_PRESIGN_SECONDS); signed locally, no request."""
     if not key:
         return None
     return client().presigned_get_object(
-        settings.S3_BUCKET, key, expires=timedelta(seconds=settings.S3_PRESIGN_SECONDS)
+        settings.S3_BUCKET, key, expires=timedelta(seconds=seconds or settings.S3_PRESIGN_SECONDS)
     )

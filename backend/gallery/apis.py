@@ -259,3 +259,12 @@ class ClusterNameApi(APIView):
         data.is_valid(raise_exception=True)
         identity = clustering.name_cluster(owner=request.user, cluster_id=cluster_id, **data.validated_data)
         return Response(IdentitySerializer(identity).data, status=status.HTTP_201_CREATED)
+
+
+class ClusterFaceApi(APIView):
+    """DELETE: a face that does not belong with the others leaves the cluster (it stays unknown)."""
+
+    @extend_schema(request=None, responses=FaceSerializer)
+    def delete(self, request, cluster_id: int, face_id: int):
+        face = clustering.remove_from_cluster(owner=request.user, cluster_id=cluster_id, face_id=face_id)
+        return Response(FaceSerializer(Face.objects.select_related("identity", "image").get(pk=face.pk)).data)

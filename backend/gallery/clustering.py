@@ -151,6 +151,25 @@ def sample_faces(cluster: UnknownCluster, n: int = 4) -> list[Face]:
     return list(cluster.faces.order_by("-quality", "id")[:n])
 
 
+def remove_from_cluster(*, owner, cluster_id: int, face_id: int) -> Face:
+    """A user says this face does not belong with the others: it leaves the cluster.
+
+    It stays unknown and counts as clustered (cluster_checked), so the
+    catch-up pass does not put it straight back; a cluster left with one
+    face is dissolved.
+    """
+    cluster = get_cluster(owner=owner, cluster_id=cluster_id)
+    with transaction.atomic():
+        _lock_owner(owner.pk)
+        face = Face.objects.filter(owner=owner, pk=face_id, cluster=cluster).first()
+        if face is None:
+            raise NotFound("not_found", f"face {face_id} is not in cluster {cluster_id}")
+        Face.objects.filter(pk=face.pk).update(cluster=None, cluster_checked=True)
+        prune_clusters(owner.pk)
+    face.refresh_from_db()
+    return face
+
+
 def name_cluster(*, owner, cluster_id: int, name: str | None = None, identity_id: int | None = None) -> Identity:
     """Turn a cluster into a new identity (name) or add it to an existing one (identity_id).
 

@@ -72,3 +72,28 @@ def test_clustering_runs_in_the_background_as_images_arrive(api, sample_archive)
     pairs = [list(Face.objects.filter(cluster=c)) for c in UnknownCluster.objects.filter(owner=api.user)]
     assert all(len(p) == 2 and p[0].image_id != p[1].image_id for p in pairs)
     assert not any(a.cluster_id == b.cluster_id for p, q in itertools.combinations(pairs, 2) for a in p for b in q)
+
+
+def test_a_wrong_face_removed_from_a_cluster_stays_out_and_a_pair_dissolves(api, sample_archive, celery_worker_process):
+    job = index(api, {name: (sample_archive.archive_dir / name).read_bytes() for name in GROUP_COPIES})
+    assert api.get("/api/v1/clusters").json()["count"] == 6
+    assert celery_worker_process.wait_idle()  # background clustering done: nothing pulls a removed face back
+    cluster = UnknownCluster.objects.filter(owner=api.user).first()
+    wrong, *rest = Face.objects.filter(cluster=cluster).order_by("id")
+    removed = api.delete(f"/api/v1/clusters/{cluster.pk}/faces/{wrong.pk}")
+    assert removed.status_code == 200 and removed.json()["identity"] is None
+    wrong.refresh_from_db()
+    assert wrong.cluster_id is None
+    api.get("/api/v1/clusters")  # the catch-up pass does not put it back
+    wrong.refresh_from_db()
+    assert wrong.cluster_id is None and Face.objects.filter(cluster=cluster).count() == len(rest)
+    assert api.delete(f"/api/v1/clusters/{cluster.pk}/faces/{wrong.pk}").status_code == 404  # no longer in it
+    # A cluster left with one face is no group.
+    pair = UnknownCluster.objects.filter(owner=api.user).exclude(pk=cluster.pk).first()
+    first, *others = Face.objects.filter(cluster=pair).order_by("id")
+    for face in others[:-1]:
+        assert api.delete(f"/api/v1/clusters/{pair.pk}/faces/{face.pk}").status_code == 200
+    assert api.delete(f"/api/v1/clusters/{pair.pk}/faces/{others[-1].pk}").status_code == 200
+    assert not UnknownCluster.objects.filter(pk=pair.pk).exists()
+    assert api.get(f"/api/v1/clusters/{pair.pk}").status_code == 404
+    assert job["status"] == "completed"
