@@ -10,7 +10,9 @@ Three kinds (``implementation`` in the manifest entry):
 * ``sex-cnn`` -- the small CNN of ``mask_net`` with two outputs, on the aligned
   112x112 crop;
 * ``sex-fusion-head`` -- a logistic layer on the packaged network's logit
-  (``base_model``) and the recognizer's embedding (``embedding_model``).
+  (``base_model``) and the recognizer's embedding (``embedding_model``): the
+  logit of its averaged answer (``w_base`` of size 1) or the logit of each of
+  its test-time views (``w_base`` of size ``DlibSexClassifier.VIEWS``).
 
 The last three are trained by ``python -m ml.attributes.train_sex``.
 
@@ -115,15 +117,20 @@ class DlibSexClassifier:
         self.model_id = model_id
         self._session = onnx_session(onnx_bytes)
 
-    def male_probability(self, img_bgr: np.ndarray, faces: Sequence) -> np.ndarray:
+    def view_probabilities(self, img_bgr: np.ndarray, faces: Sequence) -> np.ndarray:
+        """(n, views) P(male) of each test-time view (``age_sex.tta_chips`` order: per scale, as is then mirrored)."""
         from ml.attributes.age_sex import SEX_CHIP, tta_chips, prepare
 
         if not faces:
-            return np.zeros(0, np.float32)
+            return np.zeros((0, 0), np.float32)
         img_rgb = np.ascontiguousarray(img_bgr[:, :, ::-1])
         chips, views = tta_chips(img_rgb, [f.landmarks for f in faces], SEX_CHIP)
-        probs = self._session.run(None, {"images": prepare(chips)})[0].reshape(len(faces), views, 2).mean(1)
-        return probs[:, 1].astype(np.float32)
+        return self._session.run(None, {"images": prepare(chips)})[0][:, 1].reshape(len(faces), views).astype(np.float32)
+
+    def male_probability(self, img_bgr: np.ndarray, faces: Sequence) -> np.ndarray:
+        if not faces:
+            return np.zeros(0, np.float32)
+        return self.view_probabilities(img_bgr, faces).mean(1)
 
 
 class EmbeddingSexClassifier:
@@ -186,10 +193,14 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 
 class FusionSexClassifier:
-    """P(male) = sigmoid(w_base * logit(base P(male)) + w . embedding + b).
+    """P(male) = sigmoid(w_base . base logits + w . embedding + b).
 
     The packaged network sees the face's pixels, the recognizer's embedding
-    carries what it learnt about the person; the layer weighs the two.
+    carries what it learnt about the person; the layer weighs the two. With a
+    one-element ``w_base`` the base logit is that of the network's averaged
+    answer (``sex-fusion-v1``); with one weight per test-time view, each
+    view's logit is weighed on its own (``sex-fusion-v2``: the views are not
+    equally reliable, and averaging probabilities lets one confident view win).
     """
 
     def __init__(self, model_id: str, params: dict[str, np.ndarray], base: SexClassifier, embedding_model: str):
@@ -200,13 +211,25 @@ class FusionSexClassifier:
         self.base = base
         self.embedding_model = embedding_model
 
-    def combine(self, base_p_male: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    @property
+    def per_view(self) -> bool:
+        return self.params["w_base"].size > 1
+
+    def combine(self, base_views: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        """``base_views``: (n, views) P(male) of the base network's test-time views."""
         p = self.params
-        z = (logit(base_p_male) * p["w_base"].reshape(()) + np.asarray(embeddings, np.float32) @ p["w"].reshape(-1)
-             + p["b"].reshape(()))
+        base_views = np.asarray(base_views, np.float32)
+        w_base = p["w_base"].reshape(-1)
+        if self.per_view:
+            if base_views.shape[1] != w_base.size:
+                raise ValueError(f"{self.model_id}: {w_base.size} view weights, {base_views.shape[1]} views given")
+            base = logit(base_views) @ w_base
+        else:
+            base = logit(base_views.mean(1)) * w_base[0]
+        z = base + np.asarray(embeddings, np.float32) @ p["w"].reshape(-1) + p["b"].reshape(())
         return sigmoid(z).astype(np.float32)
 
     def male_probability(self, img_bgr: np.ndarray, faces: Sequence) -> np.ndarray:
         if not faces:
             return np.zeros(0, np.float32)
-        return self.combine(self.base.male_probability(img_bgr, faces), np.stack([f.embedding for f in faces]))
+        return self.combine(self.base.view_probabilities(img_bgr, faces), np.stack([f.embedding for f in faces]))

@@ -9,8 +9,9 @@ parts). Trained on the train people:
 * an embedding head: a logistic layer and a 64-unit MLP on the recognizer's
   embedding of each face (the pipeline computes it anyway: nothing extra per face);
 * a small CNN (``mask_net``'s layers, two outputs) on the aligned crop;
-* a fusion head: one logistic layer on the packaged network's logit and the
-  embedding (costs the packaged network's run, as today, plus a dot product);
+* fusion heads: one logistic layer on the packaged network's logit and the
+  embedding (v1), or on the logit of each of its 6 test-time views and the
+  embedding (v2); both cost the packaged network's run, as today, plus a dot product;
 
 each once with a plain loss and once with class-balanced weights (the
 before/after rows), against the packaged ``dlib-gender-v1`` on the same test
@@ -18,9 +19,11 @@ people. Writes into ``--out``: ``report.json``, ``comparison.md``,
 ``loss_curves.png`` (train and validation loss per epoch) and the split as
 ``train.csv`` / ``validation.csv`` / ``test.csv`` (``ml.eval attributes
 --labels OUT/test.csv`` re-evaluates any model on the test people).
-``--ship DIR`` writes the class-weighted fusion head, MLP head and CNN (``sex_fusion.npz``, ``sex_head.npz``,
-``sex_cnn.npz``) and ``training_report.json`` there: the weights the manifest
-names. The model to ship is chosen by validation balanced accuracy; the test
+``--ship DIR`` writes the class-weighted fusion heads, MLP head and CNN
+(``sex_fusion_views.npz``, ``sex_fusion.npz``, ``sex_head.npz``, ``sex_cnn.npz``)
+and ``training_report.json`` there: the weights the manifest names (with
+``--skip-cnn``, the CNN already in DIR and its rows are kept when the split is
+the same). The model to ship is chosen by validation balanced accuracy; the test
 people are only measured. CPU, one thread by default (bit-reproducible).
 """
 from __future__ import annotations
@@ -38,7 +41,7 @@ from ml.attributes import mask_net
 from ml.attributes.labelled_faces import identity_split, load_labelled_faces
 from ml.attributes.sex_classifier import (CnnSexClassifier, EmbeddingSexClassifier, FusionSexClassifier, logit,
                                          save_npz)
-from ml.eval.attributes import classify, faces_of, sex_report
+from ml.eval.attributes import faces_of, sex_report
 
 PACKAGED_MODEL_ID = "dlib-gender-v1"
 SPLIT_FRACTIONS = (0.6, 0.1, 0.3)
@@ -167,6 +170,55 @@ def train_cnn(crops_train, y_train, crops_val, y_val, *, balanced: bool, epochs:
     return export_params(model), history
 
 
+def packaged_views(data) -> np.ndarray:
+    """(n, views) P(male) of each of the packaged network's test-time views, per photo."""
+    import sys
+
+    from tqdm import tqdm
+
+    from ml.attributes.sex_classifier import load_sex_classifier
+    from ml.decode import decode_image
+
+    classifier = load_sex_classifier(PACKAGED_MODEL_ID)
+    rows = []
+    for i in tqdm(range(len(data)), desc="packaged", file=sys.stderr, leave=False):
+        img = decode_image(data.image_path(i).read_bytes()).pixels
+        rows.append(classifier.view_probabilities(img, faces_of(data, [i]))[0])
+    return np.stack(rows)
+
+
+def split_robustness(data, views: np.ndarray, seeds, *, epochs: int) -> dict:
+    """Test balanced accuracy of the packaged model and both class-weighted fusion heads,
+    refitted on the train people of each seed's split (same recipe, nothing chosen)."""
+    emb = data.embeddings
+    features = {"fusion head (packaged logit + embedding)": logit(views.mean(1))[:, None],
+                f"fusion head ({views.shape[1]} packaged view logits + embedding)": logit(views)}
+    scores = {f"{PACKAGED_MODEL_ID} (packaged)": []} | {name: [] for name in features}
+    for seed in seeds:
+        train, val, test = identity_split(data.identities, data.labels, fractions=SPLIT_FRACTIONS, seed=seed)
+        scores[f"{PACKAGED_MODEL_ID} (packaged)"].append(
+            sex_report(data.labels[test], views[test].mean(1))["balanced_accuracy"])
+        for name, base in features.items():
+            x = np.hstack([base, emb])
+            head, _ = train_head(x[train], data.labels[train], x[val], data.labels[val], hidden=0, balanced=True,
+                                 epochs=epochs, seed=0)
+            k = base.shape[1]
+            fusion = {"w_base": head["w"][:k], "w": head["w"][k:], "b": head["b"]}
+            p_male = FusionSexClassifier("trained", fusion, None, data.recognizer).combine(views[test], emb[test])
+            scores[name].append(sex_report(data.labels[test], p_male)["balanced_accuracy"])
+    return {name: {"seeds": list(seeds), "test_balanced_accuracy": values, "mean": float(np.mean(values)),
+                   "sd": float(np.std(values)), "min": float(np.min(values)),
+                   "at_least_0.98": int(sum(v >= 0.98 for v in values))} for name, values in scores.items()}
+
+
+def robustness_table(robustness: dict) -> str:
+    lines = ["| model (fusions class-weighted) | splits | mean test bal. acc | sd | min | splits >= 0.98 |", "|" + "---|" * 6]
+    for name, r in robustness.items():
+        lines.append(f"| {name} | {len(r['seeds'])} | {r['mean']:.4f} | {r['sd']:.4f} | {r['min']:.4f} "
+                     f"| {r['at_least_0.98']} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_split(data, rows, path: Path) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -226,6 +278,10 @@ def main(argv=None) -> int:
                         help="leave out dlib-gender-v1 and the fusion head that reads it")
     parser.add_argument("--cache-dir", type=Path, help="per-photo face cache (default ~/.cache/faceindex/faces)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; bit-exact only for the same count")
+    parser.add_argument("--split-seeds", type=int, default=0, metavar="N",
+                        help="also refit the packaged model's class-weighted fusion heads on the people splits of "
+                             "seeds 0..N-1 and report their test balanced accuracy: how much the split alone moves "
+                             "the figures (nothing is chosen on it)")
     args = parser.parse_args(argv)
 
     import torch
@@ -242,7 +298,7 @@ def main(argv=None) -> int:
               for name, rows in (("train", train), ("validation", val), ("test", test))}
     print(json.dumps(counts))
 
-    rows, histories, params = [], {}, {}
+    rows, histories, params, robustness = [], {}, {}, None
 
     def measure(model_name, balancing, p_male, seconds):
         """``p_male``: P(male) for every photo; scored on the validation and test people."""
@@ -270,24 +326,29 @@ def main(argv=None) -> int:
                     EmbeddingSexClassifier("trained", head, data.recognizer).male_probability(None, faces_of(data, range(len(data)))),
                     seconds)
     if not args.skip_packaged:
-        from ml.attributes.sex_classifier import load_sex_classifier
-
         started = time.time()
-        packaged = classify(load_sex_classifier(PACKAGED_MODEL_ID), data)
+        views = packaged_views(data)
+        packaged = views.mean(1)
         print(f"packaged model on {len(data)} photos: {time.time() - started:.0f}s", flush=True)
         measure(f"{PACKAGED_MODEL_ID} (packaged)", "n/a", packaged, 0.0)
-        features = np.hstack([logit(packaged)[:, None], emb])
-        for balanced in (False, True):
-            started = time.time()
-            fusion, history = train_head(features[train], data.labels[train], features[val], data.labels[val],
-                                         hidden=0, balanced=balanced, epochs=args.head_epochs, seed=args.seed)
-            seconds = time.time() - started
-            fusion = {"w_base": fusion["w"][:1], "w": fusion["w"][1:], "b": fusion["b"]}
-            histories[f"fusion head, {'balanced' if balanced else 'plain'}"] = history
-            params[("fusion", balanced)] = fusion
-            combined = FusionSexClassifier("trained", fusion, None, data.recognizer).combine(packaged, emb)
-            measure("fusion head (packaged logit + embedding)", "class-weighted" if balanced else "none",
-                    combined, seconds)
+        # v1: the logit of the averaged answer; v2: each test-time view's logit on its own.
+        for key, name, base in (("fusion", "fusion head (packaged logit + embedding)", logit(packaged)[:, None]),
+                                ("fusion-views", f"fusion head ({views.shape[1]} packaged view logits + embedding)",
+                                 logit(views))):
+            features = np.hstack([base, emb])
+            for balanced in (False, True):
+                started = time.time()
+                fusion, history = train_head(features[train], data.labels[train], features[val], data.labels[val],
+                                             hidden=0, balanced=balanced, epochs=args.head_epochs, seed=args.seed)
+                seconds = time.time() - started
+                k = base.shape[1]
+                fusion = {"w_base": fusion["w"][:k], "w": fusion["w"][k:], "b": fusion["b"]}
+                histories[f"{key}, {'balanced' if balanced else 'plain'}"] = history
+                params[(key, balanced)] = fusion
+                combined = FusionSexClassifier("trained", fusion, None, data.recognizer).combine(views, emb)
+                measure(name, "class-weighted" if balanced else "none", combined, seconds)
+        if args.split_seeds:
+            robustness = split_robustness(data, views, range(args.split_seeds), epochs=args.head_epochs)
     if not args.skip_cnn:
         for balanced in (False, True):
             started = time.time()
@@ -307,10 +368,14 @@ def main(argv=None) -> int:
               "no_face_photos": int((data.faces_found == 0).sum()),
               "best_by_validation_balanced_accuracy": f"{best['model']} ({best['balancing']})",
               "rows": rows, "loss_curves": histories}
+    if robustness:
+        report["split_robustness"] = robustness
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     table = comparison_table(rows)
     (args.out / "comparison.md").write_text(table)
     print(table)
+    if robustness:
+        print(robustness_table(robustness))
     if args.ship:
         ship(args.ship, params, report)
     return 0
@@ -320,7 +385,7 @@ def ship(folder: Path, params: dict, report: dict) -> None:
     """The class-weighted fusion head, MLP head and CNN, with sha256 and what they were trained on."""
     folder.mkdir(parents=True, exist_ok=True)
     shipped = {}
-    for key, filename in ((("fusion", True), "sex_fusion.npz"),
+    for key, filename in ((("fusion-views", True), "sex_fusion_views.npz"), (("fusion", True), "sex_fusion.npz"),
                           ((f"embedding head (MLP {HEAD_HIDDEN})", True), "sex_head.npz"),
                           (("cnn", True), "sex_cnn.npz")):
         if key not in params:
@@ -330,7 +395,17 @@ def ship(folder: Path, params: dict, report: dict) -> None:
         shipped[filename] = hashlib.sha256(data).hexdigest()
         print(f"wrote {folder / filename} ({len(data)} bytes, sha256 {shipped[filename]})")
     slim = {k: v for k, v in report.items() if k != "loss_curves"}
-    (folder / "training_report.json").write_text(json.dumps({"files": shipped, **slim}, indent=2) + "\n")
+    previous_path = folder / "training_report.json"
+    if report["cnn_epochs"] == 0 and previous_path.exists():
+        # --skip-cnn re-ships the heads: keep the CNN the folder already holds, with its rows.
+        previous = json.loads(previous_path.read_text())
+        if previous.get("split") == report["split"] and "sex_cnn.npz" in previous.get("files", {}):
+            shipped["sex_cnn.npz"] = previous["files"]["sex_cnn.npz"]
+            slim["cnn_epochs"] = previous["cnn_epochs"]
+            slim["rows"] = slim["rows"] + [r for r in previous["rows"] if r["model"].startswith("CNN")]
+            best = max(slim["rows"], key=lambda r: r["validation"]["balanced_accuracy"])
+            slim["best_by_validation_balanced_accuracy"] = f"{best['model']} ({best['balancing']})"
+    previous_path.write_text(json.dumps({"files": shipped, **slim}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

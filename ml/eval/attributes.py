@@ -196,21 +196,28 @@ def crop_probabilities(classifier, crops: list[np.ndarray], embed) -> np.ndarray
     from ml.align import ARCFACE_TEMPLATE
 
     if isinstance(classifier, FusionSexClassifier):
-        return classifier.combine(crop_probabilities(classifier.base, crops, embed), embed(crops))
+        return classifier.combine(_crop_views(classifier.base, crops), embed(crops))
     if classifier.embedding_model is not None:
         embeddings = embed(crops)
         faces = [EmbeddedFace((0, 0, 112, 112), ARCFACE_TEMPLATE, 1.0, e, c, 1.0) for e, c in zip(embeddings, crops)]
         return classifier.male_probability(None, faces)
     if isinstance(classifier, CnnSexClassifier):
         return classifier.male_probability_crops(crops)
+    return _crop_views(classifier, crops).mean(1)
+
+
+def _crop_views(classifier, crops: list[np.ndarray]) -> np.ndarray:
+    """(n, views) P(male) of the packaged network's test-time views, from aligned crops alone."""
     import cv2
+
+    from ml.align import ARCFACE_TEMPLATE
 
     pad = 24  # as AgeSexEstimator.predict_crops: dlib's chip reaches past the crop
     out = []
     for crop in crops:
         padded = cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         face = EmbeddedFace((0, 0, 112, 112), ARCFACE_TEMPLATE + pad, 1.0, None, crop, 1.0)
-        out.append(classifier.male_probability(padded, [face])[0])
+        out.append(classifier.view_probabilities(padded, [face])[0])
     return np.array(out, np.float32)
 
 

@@ -5,8 +5,8 @@ import pytest
 from ml.attributes import AgeSexEstimator
 
 
-# The manifest's default sex classifier (sex-fusion-v1) and the packaged network alone.
-@pytest.fixture(scope="module", params=[None, "dlib-gender-v1"])
+# The manifest's default sex classifier (sex-fusion-v2), the earlier fusion and the packaged network alone.
+@pytest.fixture(scope="module", params=[None, "sex-fusion-v1", "dlib-gender-v1"])
 def estimator(request):
     return AgeSexEstimator.load(request.param)
 

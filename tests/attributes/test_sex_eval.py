@@ -73,3 +73,24 @@ def test_cnn_activation_map_explains_its_logit(faces):
     bias = model.params["fc_b"][1] - model.params["fc_b"][0]
     assert cam.shape == (8, 8)
     assert cam.mean() + bias == pytest.approx(logits[1] - logits[0], rel=1e-4, abs=1e-4)
+
+
+def test_per_view_fusion_weighs_each_view_logit(faces, pipeline):
+    """sex-fusion-v2 reads the packaged network's 6 views one by one: its answer is the
+    logistic layer applied to their logits and the embedding, and it refuses another view count."""
+    from ml.attributes.sex_classifier import logit, sigmoid
+    from ml.package_images import astronaut_bgr
+
+    fusion = load_sex_classifier("sex-fusion-v2")
+    assert fusion.per_view and fusion.params["w_base"].size == 6
+    img = astronaut_bgr()
+    found = pipeline.process(img)[:1]
+    views = fusion.base.view_probabilities(img, found)
+    assert views.shape == (1, 6) and len(set(np.round(views[0], 6))) > 1  # the views differ
+    assert fusion.base.male_probability(img, found) == pytest.approx(views.mean(1))
+    p = fusion.params
+    expected = sigmoid(logit(views) @ p["w_base"] + found[0].embedding @ p["w"] + p["b"])
+    assert fusion.male_probability(img, found) == pytest.approx(expected, rel=1e-5)
+    assert fusion.male_probability(img, found)[0] < 0.5  # Eileen Collins
+    with pytest.raises(ValueError, match="6 view weights, 3 views"):
+        fusion.combine(views[:, :3], np.stack([f.embedding for f in found]))

@@ -12,7 +12,8 @@ def test_one_epoch_writes_split_report_curves_and_weights(labelled_photo_dir, tm
     root, labels = labelled_photo_dir
     out, ship = tmp_path / "run", tmp_path / "ship"
     assert train_main(["--root", str(root), "--labels", str(labels), "--out", str(out), "--ship", str(ship),
-                       "--cnn-epochs", "1", "--head-epochs", "1", "--cache-dir", str(tmp_path / "cache")]) == 0
+                       "--cnn-epochs", "1", "--head-epochs", "1", "--cache-dir", str(tmp_path / "cache"),
+                       "--split-seeds", "2"]) == 0
 
     people = {}
     for part in ("train", "validation", "test"):
@@ -33,10 +34,18 @@ def test_one_epoch_writes_split_report_curves_and_weights(labelled_photo_dir, tm
     for history in report["loss_curves"].values():
         assert len(history) == 1 and np.isfinite(history[0]["train_loss"]) and np.isfinite(history[0]["val_loss"])
     assert (out / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+    # Other people splits: the packaged model and both fusion heads, one test score per seed.
+    robustness = report["split_robustness"]
+    assert len(robustness) == 3 and all(len(r["test_balanced_accuracy"]) == 2 for r in robustness.values())
+    assert all(0.0 <= v <= 1.0 for r in robustness.values() for v in r["test_balanced_accuracy"])
     assert "| dlib-gender-v1 (packaged) |" in (out / "comparison.md").read_text()
 
     shipped = json.loads((ship / "training_report.json").read_text())
-    assert set(shipped["files"]) == {"sex_fusion.npz", "sex_head.npz", "sex_cnn.npz"}
+    assert set(shipped["files"]) == {"sex_fusion_views.npz", "sex_fusion.npz", "sex_head.npz", "sex_cnn.npz"}
+    fusions = {name: load_npz((ship / name).read_bytes()) for name in ("sex_fusion.npz", "sex_fusion_views.npz")}
+    assert fusions["sex_fusion.npz"]["w_base"].size == 1 and fusions["sex_fusion_views.npz"]["w_base"].size == 6
+    assert {len([1 for m, _ in models if m.startswith(prefix)]) for prefix in
+            ("fusion head (packaged logit", "fusion head (6 packaged view logits")} == {2}
     cnn = CnnSexClassifier("smoke", load_npz((ship / "sex_cnn.npz").read_bytes()))
     p = cnn.male_probability_crops([np.zeros((112, 112, 3), np.uint8)])
     assert p.shape == (1,) and 0.0 <= p[0] <= 1.0
