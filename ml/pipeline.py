@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from ml.align import align_face, template_landmarks_for_box
+from ml.openset import ImpostorTail
 from ml.quality import face_quality
+from ml.subject import iou
 from ml.types import DetectedFace, EmbeddedFace
 
 # embed_box looks for the face in the user's box enlarged by this factor.
@@ -14,7 +16,7 @@ BOX_SEARCH_MARGIN = 1.6
 class FacePipeline:
     def __init__(self, detector, recognizer, *, detector_id: str, recognizer_id: str,
                  embedding_dim: int, threshold: float, thresholds: dict[str, float],
-                 flip_tta: bool = False):
+                 flip_tta: bool = False, impostor_tail: ImpostorTail | None = None):
         self.detector = detector
         self.recognizer = recognizer
         self.detector_id = detector_id
@@ -23,6 +25,8 @@ class FacePipeline:
         self.threshold = threshold
         self.thresholds = dict(thresholds)
         self.flip_tta = flip_tta
+        # Per-pair impostor score tail (manifest impostor_tail): open-set thresholds.
+        self.impostor_tail = impostor_tail
 
     @classmethod
     def from_manifest(cls, *, detector: str | None = None, recognizer: str | None = None,
@@ -43,12 +47,14 @@ class FacePipeline:
         threshold = entry.default_threshold
         if threshold is None:
             raise ValueError(f"manifest gives no default_threshold for {recognizer_id!r}")
+        tail = entry.options.get("impostor_tail")
         rec = load_recognizer(recognizer_id)
         return cls(
             load_detector(detector_id), rec,
             detector_id=detector_id, recognizer_id=recognizer_id,
             embedding_dim=rec.embedding_dim, threshold=float(threshold),
             thresholds={k: float(v) for k, v in thresholds.items()}, flip_tta=flip_tta,
+            impostor_tail=ImpostorTail.from_table(tail) if tail else None,
         )
 
     def detect(self, img: np.ndarray) -> list[DetectedFace]:
@@ -118,9 +124,9 @@ class FacePipeline:
             centre_x, centre_y = moved[0] + fw / 2, moved[1] + fh / 2
             if not (x <= centre_x <= x + w and y <= centre_y <= y + h):
                 continue
-            iou = _iou(moved, (x, y, w, h))
-            if iou > best_iou:
-                best_iou = iou
+            overlap = iou(moved, (x, y, w, h))
+            if overlap > best_iou:
+                best_iou = overlap
                 best = DetectedFace(box=moved, landmarks=face.landmarks + np.float32([x0, y0]),
                                     score=face.score)
         return best
@@ -149,11 +155,3 @@ def _as_bgr(img: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an HxWx3 BGR image, got shape {img.shape}")
     return img
 
-
-def _iou(a, b) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw = max(0.0, min(ax1, bx1) - max(a[0], b[0]))
-    ih = max(0.0, min(ay1, by1) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0

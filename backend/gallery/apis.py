@@ -64,22 +64,31 @@ class IdentityEnrollApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(request={"multipart/form-data": {"type": "object", "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}})
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "box": {"type": "string", "description": "x,y,width,height of the face to enroll (one photo only)"}}}})
     def post(self, request, identity_id: int):
+        """Enroll each photo's subject (the clearly largest face); other faces are ignored and listed.
+
+        A photo with no dominant face is refused with code no_dominant_face and
+        the boxes found; send it again with one of them as ``box``.
+        """
         identity = services.get_identity(owner=request.user, identity_id=identity_id)
-        summary = services.enroll_from_uploads(identity=identity, uploads=uploads_from_request(request))
+        summary = services.enroll_from_uploads(identity=identity, uploads=uploads_from_request(request),
+                                               box=request.data.get("box"))
         body = {
             "identity": IdentitySerializer(identity).data,
             "enrolled": summary.enrolled,
             "results": [
-                {"name": r.name, "template_id": r.template_id, "faces_found": r.faces_found, "error": r.error}
+                {"name": r.name, "template_id": r.template_id, "faces_found": r.faces_found, "box": r.box,
+                 "ignored_boxes": r.ignored_boxes, "error": r.error}
                 for r in summary.results
             ],
         }
         code = status.HTTP_201_CREATED if summary.enrolled else status.HTTP_422_UNPROCESSABLE_ENTITY
         if not summary.enrolled:
             first = next((r.error for r in summary.results if r.error), {"code": "no_face", "message": "nothing enrolled"})
-            body["error"] = {"code": first["code"], "message": f"no image could be enrolled: {first['message']}", "field": "files"}
+            body["error"] = {"code": first["code"], "message": f"no image could be enrolled: {first['message']}",
+                             "field": first.get("field", "files")}
         return Response(body, status=code)
 
 

@@ -34,6 +34,8 @@ class EnrollResult:
     template_id: int | None = None
     error: dict | None = None
     faces_found: int = 0
+    box: list[float] | None = None  # the enrolled face
+    ignored_boxes: list[list[float]] = field(default_factory=list)  # other faces in the photo, not enrolled
 
 
 @dataclass
@@ -85,8 +87,14 @@ def _template_crop_key(identity: Identity) -> str:
     return f"{identity.owner_id}/templates/{identity.pk}/{uuid.uuid4().hex}.jpg"
 
 
-def enroll_from_uploads(*, identity: Identity, uploads: list[Upload]) -> EnrollSummary:
-    """Add one template per upload; each must show exactly one usable face."""
+def enroll_from_uploads(*, identity: Identity, uploads: list[Upload], box=None) -> EnrollSummary:
+    """Add one template per upload: its subject's face (ml.subject's dominance rule).
+
+    Other faces are ignored and reported. A photo where no face dominates is
+    refused with the boxes found; ``box`` (x, y, w, h), for a single photo,
+    picks the face to enroll instead (a detected face it overlaps, else the
+    face inside the box, as when tagging a missed face).
+    """
     from django.conf import settings
     from ml.decode import decode_image
     from ml.errors import ImageDecodeError
@@ -96,37 +104,96 @@ def enroll_from_uploads(*, identity: Identity, uploads: list[Upload]) -> EnrollS
     pipeline = get_pipeline()
     summary = EnrollSummary(identity)
     new_template_ids: list[int] = []
-    for upload in uploads:
-        for blob in iter_upload(upload.name, upload.fileobj, upload.size):
-            result = EnrollResult(blob.name)
-            summary.results.append(result)
-            source_key = f"sha256:{blob.sha256}"
-            existing = Template.objects.filter(identity=identity, source_key=source_key, masked=False).first()
-            if existing is not None:  # re-enrolling the same photo adds nothing
-                result.template_id, result.faces_found = existing.pk, 1
-                continue
-            try:
-                decoded = decode_image(blob.data, max_pixels=settings.FACEINDEX_MAX_PIXELS)
-            except ImageDecodeError as exc:
-                result.error = {"code": exc.code, "message": str(exc)}
-                continue
-            faces = pipeline.process(decoded.pixels)
-            result.faces_found = len(faces)
-            if len(faces) != 1:
-                code = "no_face" if not faces else "multiple_faces"
-                message = "no face found" if not faces else f"{len(faces)} faces found; enrollment needs exactly one"
-                result.error = {"code": code, "message": message}
-                continue
-            face = faces[0]
-            key = _template_crop_key(identity)
-            storage.put_bytes(key, encode_jpeg(face.crop), "image/jpeg")
-            created = create_templates(identity, embedding=face.embedding, crop=face.crop, crop_key=key,
-                                       source_key=source_key, quality=face.quality)
-            result.template_id = created[0].pk
-            new_template_ids += [t.pk for t in created]
+    box = _enroll_box(box)
+    blobs = (blob for upload in uploads for blob in iter_upload(upload.name, upload.fileobj, upload.size))
+    if box is not None:
+        blobs = list(blobs)
+        if len(blobs) != 1:
+            raise ServiceError("invalid", f"box picks a face in one photo; {len(blobs)} photos were sent", field="box")
+    for blob in blobs:
+        result = EnrollResult(blob.name)
+        summary.results.append(result)
+        source_key = f"sha256:{blob.sha256}"
+        existing = Template.objects.filter(identity=identity, source_key=source_key, masked=False).first()
+        if existing is not None and box is None:  # re-enrolling the same photo adds nothing
+            result.template_id, result.faces_found = existing.pk, 1
+            continue
+        try:
+            decoded = decode_image(blob.data, max_pixels=settings.FACEINDEX_MAX_PIXELS)
+        except ImageDecodeError as exc:
+            result.error = {"code": exc.code, "message": str(exc)}
+            continue
+        faces = pipeline.process(decoded.pixels)
+        result.faces_found = len(faces)
+        face = _enrollment_face(pipeline, decoded, faces, box, result)
+        if face is None:
+            continue
+        if existing is not None and _same_face(existing, face):
+            result.template_id = existing.pk
+            continue
+        key = _template_crop_key(identity)
+        storage.put_bytes(key, encode_jpeg(face.crop), "image/jpeg")
+        created = create_templates(identity, embedding=face.embedding, crop=face.crop, crop_key=key,
+                                   source_key=source_key, quality=face.quality)
+        result.template_id = created[0].pk
+        new_template_ids += [t.pk for t in created]
     if new_template_ids:
         schedule_rematch(identity.owner_id, template_ids=new_template_ids)
     return summary
+
+
+def _rounded_box(box) -> list[float]:
+    return [round(float(v), 1) for v in box]
+
+
+def _enroll_box(box) -> tuple[float, float, float, float] | None:
+    if box is None or box == "":
+        return None
+    if isinstance(box, str):
+        box = box.strip().strip("[]").split(",")
+    try:
+        x, y, w, h = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise ServiceError("invalid", "box must be x,y,width,height in pixels", field="box")
+    if w < 8 or h < 8 or x < 0 or y < 0:
+        raise ServiceError("invalid", "box must be at least 8x8 px, with x and y >= 0", field="box")
+    return (x, y, w, h)
+
+
+def _enrollment_face(pipeline, decoded, faces, box, result: EnrollResult):
+    """The face to enroll from one photo, or None with ``result.error`` set."""
+    from ml.subject import DOMINANCE_AREA_RATIO, dominant_face, face_in_box
+
+    boxes = [f.box for f in faces]
+    if box is not None:
+        if box[0] + box[2] > decoded.width + 1 or box[1] + box[3] > decoded.height + 1:
+            result.error = {"code": "invalid", "message": f"box must lie inside the {decoded.width}x{decoded.height} image",
+                            "field": "box"}
+            return None
+        chosen = face_in_box(boxes, box)
+        face = faces[chosen] if chosen is not None else pipeline.embed_box(decoded.pixels, box)
+    else:
+        if not faces:
+            result.error = {"code": "no_face", "message": "no face found"}
+            return None
+        chosen = dominant_face(boxes)
+        if chosen is None:
+            result.error = {
+                "code": "no_dominant_face",
+                "message": (f"{len(faces)} faces found and none is clearly the largest (area at least "
+                            f"{DOMINANCE_AREA_RATIO:g}x the next); send one of these boxes as 'box' to pick it"),
+                "boxes": [_rounded_box(b) for b in boxes],
+            }
+            return None
+        face = faces[chosen]
+    result.box = _rounded_box(face.box)
+    result.ignored_boxes = [_rounded_box(b) for i, b in enumerate(boxes) if i != chosen]
+    return face
+
+
+def _same_face(template: Template, face) -> bool:
+    """A re-enrollment of a photo's face already enrolled (same embedding up to rounding)."""
+    return float(np.dot(np.asarray(template.embedding, dtype=np.float32), face.embedding)) > 0.999
 
 
 def create_templates(identity: Identity, *, embedding, crop, crop_key: str, source_key: str,
@@ -189,7 +256,7 @@ def face_state(face: Face) -> list:
     return [face.identity_id, face.similarity, face.identity_locked, face.cluster_id]
 
 
-def rematch_faces(owner_id: int, face_ids, *, threshold: float, record: dict | None = None) -> tuple[int, list[int]]:
+def rematch_faces(owner_id: int, face_ids, *, rule: matching.MatchRule, record: dict | None = None) -> tuple[int, list[int]]:
     """Match faces again (inside a transaction with configure_vector_search).
 
     Faces a user placed (identity_locked) are left alone. A face that changes
@@ -199,7 +266,7 @@ def rematch_faces(owner_id: int, face_ids, *, threshold: float, record: dict | N
     changed, became_unknown = 0, []
     faces = Face.objects.filter(owner_id=owner_id, pk__in=list(face_ids), identity_locked=False)
     for face in faces.only("id", "embedding", "identity_id", "similarity", "identity_locked", "cluster_id", "mask_state").order_by("id"):
-        match = matching.match_embedding(owner_id, face.embedding, threshold=threshold, excluded=excluded_identities(face),
+        match = matching.match_embedding(owner_id, face.embedding, rule=rule, excluded=excluded_identities(face),
                                          probe_masked=is_masked(face.mask_state))
         if (match.identity_id, match.similarity) == (face.identity_id, face.similarity):
             continue
@@ -219,22 +286,27 @@ def rematch_faces(owner_id: int, face_ids, *, threshold: float, record: dict | N
 def rematch(*, owner_id: int, face_ids=None, template_ids=None, identity_ids=None) -> int:
     """Re-match faces a gallery change may affect; returns how many changed.
 
-    - new templates: faces within threshold of them (HNSW neighbours);
+    - new templates: faces within threshold of them (HNSW neighbours), and
+      faces whose match no longer reaches the threshold of the grown gallery
+      (every template raises it a little: the same rule as at indexing);
     - identity ids (deleted, merged, templates removed): faces assigned to them;
     - explicit face ids.
     Faces left unknown are then clustered with the other unknown faces.
     """
     from . import clustering
 
-    threshold = matching.match_threshold()
     with transaction.atomic():
         matching.configure_vector_search()
+        rule = matching.match_rule(owner_id)
         targets: set[int] = set(face_ids or [])
         if template_ids:
-            targets |= _faces_near_templates(owner_id, list(template_ids), threshold)
+            targets |= _faces_near_templates(owner_id, list(template_ids), rule.lowest)
+            targets |= set(Face.objects.filter(owner_id=owner_id, identity__isnull=False, identity_locked=False,
+                                               similarity__lt=max(rule.threshold, rule.masked_threshold))
+                           .values_list("id", flat=True))
         if identity_ids:
             targets |= set(Face.objects.filter(owner_id=owner_id, identity_id__in=identity_ids).values_list("id", flat=True))
-        changed, _ = rematch_faces(owner_id, targets, threshold=threshold)
+        changed, _ = rematch_faces(owner_id, targets, rule=rule)
         clustering.prune_clusters(owner_id)
     clustering.cluster_pending(owner_id)
     return changed
@@ -326,7 +398,7 @@ def reject_face(*, owner, face_id: int, identity_id: int | None = None) -> Face:
         if face.identity_id == identity.pk:
             Face.objects.filter(pk=face.pk).update(identity=None, similarity=None, identity_locked=False, cluster_checked=False)
         matching.configure_vector_search()
-        rematch_faces(owner.pk, [face.pk], threshold=matching.match_threshold())
+        rematch_faces(owner.pk, [face.pk], rule=matching.match_rule(owner.pk))
     face.refresh_from_db()
     if face.identity_id is None:
         from . import clustering
