@@ -189,6 +189,9 @@ FACEINDEX_ZIP_MAX_RATIO = int(setting("FACEINDEX_ZIP_MAX_RATIO", "100"))
 FACEINDEX_MATCH_CANDIDATES = int(setting("FACEINDEX_MATCH_CANDIDATES", "20"))
 FACEINDEX_HNSW_EF_SEARCH = int(setting("FACEINDEX_HNSW_EF_SEARCH", "100"))
 FACEINDEX_AMBIGUITY_MARGIN = float(setting("FACEINDEX_AMBIGUITY_MARGIN", "0.03"))
+# Open-set matching: the share of never-enrolled people's faces that may be
+# named as someone (FPIR); thresholds follow from it and the gallery's size.
+FACEINDEX_TARGET_FPIR = float(setting("FACEINDEX_TARGET_FPIR", "0.01"))
 # Face models by manifest id (weights/manifest.toml); empty = the manifest's defaults.
 # A recognizer whose width differs from the gallery columns is refused at load.
 FACEINDEX_DETECTOR = setting("FACEINDEX_DETECTOR", "")

@@ -130,9 +130,8 @@ def process_images(image_ids: list[int], *, worker_name: str) -> None:
         to_embed.append(work)
     to_embed = _detect_and_embed(to_embed)
     _describe(to_embed)
-    threshold = get_pipeline().threshold
     for work in to_embed:
-        _write_faces(work, worker_name=worker_name, threshold=threshold)
+        _write_faces(work, worker_name=worker_name)
     for work, _first in duplicates:
         if not _link_if_indexed(work, worker_name):
             # The first copy failed: this one fails for the same reason.
@@ -225,7 +224,7 @@ def _finish_as_link(work: Work, locked: Image, canonical: dedup.Indexed, load_pi
     services.finish_image(locked, failed=False, faces_found=new_faces, linked=True)
 
 
-def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
+def _write_faces(work: Work, *, worker_name: str) -> None:
     image, decoded, faces = work.image, work.decoded, work.faces
     with work.timed("write"):
         for ordinal, face in enumerate(faces):
@@ -247,7 +246,8 @@ def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
             return
         with work.timed("match"):
             matching.configure_vector_search()
-            matches = [matching.match_embedding(image.owner_id, face.embedding, threshold=threshold, probe_masked=attrs.masked)
+            rule = matching.match_rule(image.owner_id)  # the owner's gallery as it stands now
+            matches = [matching.match_embedding(image.owner_id, face.embedding, rule=rule, probe_masked=attrs.masked)
                        for face, attrs in zip(faces, work.attributes)]
         Face.objects.filter(image=locked).delete()
         rows = []

@@ -1,10 +1,13 @@
-"""python -m ml.eval verify|identify|detect|embed — progress on stderr, JSON as the last stdout line."""
+"""python -m ml.eval verify|identify|detect|embed|openset|calibrate — progress on stderr, JSON as the last stdout line."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from pathlib import Path
+
+from ml.eval.images import FACE_CHOICES
+from ml.openset import DEFAULT_TARGET_FPIR
 
 
 def _pipeline(args):
@@ -24,17 +27,32 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--flip-tta", dest="flip_tta", action=argparse.BooleanOptionalAction, default=None,
                        help="average the embeddings of each crop and its mirror image")
         p.add_argument("--json", type=Path, help="also write the full report here")
+        p.add_argument("--no-cache", dest="cache", action="store_false",
+                       help="embed every image again instead of reusing .cache/ml-eval")
 
     p = sub.add_parser("verify", help="LFW pairs.txt verification")
     p.add_argument("--pairs", type=Path, required=True)
     p.add_argument("--root", type=Path, required=True)
     p.add_argument("--plot", type=Path, help="ROC curve PNG")
+    p.add_argument("--face", choices=FACE_CHOICES, default="largest",
+                   help="which detected face stands for a photo (centre: LFW-style photos centred on the named person)")
     common(p)
     p = sub.add_parser("identify", help="leave-one-out 1-NN over folder-per-identity")
     p.add_argument("--root", type=Path, required=True)
     common(p)
     p = sub.add_parser("detect", help="WIDER FACE-format detection recall/precision/AP@0.5")
     p.add_argument("--gt", type=Path, required=True)
+    p.add_argument("--root", type=Path, required=True)
+    common(p)
+    p = sub.add_parser("openset", help="archive-style open-set identification (enroll, then name or reject)")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--target-fpir", type=float, default=DEFAULT_TARGET_FPIR,
+                   help="the FPIR the shipped rule aims at (deployments: FACEINDEX_TARGET_FPIR)")
+    p.add_argument("--gallery-sizes", default="1500",
+                   help="also measure with the gallery grown by distractor people to these sizes (comma-separated)")
+    p.add_argument("--margin", type=float, default=0.0, help="ambiguity margin between the two best identities")
+    common(p)
+    p = sub.add_parser("calibrate", help="per-pair impostor score tail (manifest impostor_tail)")
     p.add_argument("--root", type=Path, required=True)
     common(p)
     p = sub.add_parser("embed", help="export embeddings as JSON")
@@ -48,7 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         from ml.eval.verify import run_verify
 
-        report = run_verify(pipeline, args.pairs, args.root, plot=args.plot)
+        report = run_verify(pipeline, args.pairs, args.root, plot=args.plot, face=args.face, cache=args.cache)
+    elif args.command == "openset":
+        from ml.eval.openset import default_rule, run_openset
+
+        sizes = tuple(int(v) for v in args.gallery_sizes.split(",") if v.strip())
+        report = run_openset(pipeline, args.root, rule=default_rule(pipeline, args.target_fpir), gallery_sizes=sizes,
+                             margin=args.margin, baseline_threshold=pipeline.threshold, cache=args.cache)
+        report["target_fpir"] = args.target_fpir
+    elif args.command == "calibrate":
+        from ml.eval.calibrate import run_calibrate
+
+        report = run_calibrate(pipeline, args.root, cache=args.cache)
     elif args.command == "identify":
         from ml.eval.identify import run_identify
 
@@ -72,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_summary(report: dict) -> None:
     """A human-readable digest on stderr; stdout's last line stays the JSON."""
-    skip = {"no_face_images", "fold_accuracies", "fold_thresholds"}
+    skip = {"no_face_images", "fold_accuracies", "fold_thresholds", "by_gallery_size"}
     for key, value in report.items():
         if key not in skip:
             print(f"{key}: {value}", file=sys.stderr)
