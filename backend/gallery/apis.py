@@ -252,3 +252,15 @@ class ClusterNameApi(APIView):
         data.is_valid(raise_exception=True)
         identity = clustering.name_cluster(owner=request.user, cluster_id=cluster_id, **data.validated_data)
         return Response(IdentitySerializer(identity).data, status=status.HTTP_201_CREATED)
+
+
+class MatchingPolicyApi(APIView):
+    def get(self, request):
+        """The open-set target FPIR (owner's or deployment's) and the thresholds it gives now."""
+        return Response(services.matching_policy(owner=request.user))
+
+    def put(self, request):
+        """{"target_fpir": 0.01}, or null to fall back to the deployment's FACEINDEX_TARGET_FPIR."""
+        if "target_fpir" not in request.data:
+            raise ServiceError("invalid", "give target_fpir (a number, or null)", field="target_fpir")
+        return Response(services.set_matching_policy(owner=request.user, target_fpir=request.data["target_fpir"]))

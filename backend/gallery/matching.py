@@ -24,7 +24,7 @@ from ml.openset import openset_threshold
 
 from backend.core.pipeline import get_pipeline
 
-from .models import Template
+from .models import MatchingPolicy, Template
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,15 @@ def threshold_for_gallery(comparisons: int, *, target_fpir: float | None = None)
                              floor=float(pipeline.threshold))
 
 
+def owner_target_fpir(owner_id: int) -> float:
+    """The owner's own target (MatchingPolicy) or the deployment's."""
+    own = MatchingPolicy.objects.filter(owner_id=owner_id).values_list("target_fpir", flat=True).first()
+    return settings.FACEINDEX_TARGET_FPIR if own is None else float(own)
+
+
 def match_rule(owner_id: int, *, target_fpir: float | None = None) -> MatchRule:
     """The owner's thresholds now, from how many templates a probe is compared with."""
-    target = settings.FACEINDEX_TARGET_FPIR if target_fpir is None else target_fpir
+    target = owner_target_fpir(owner_id) if target_fpir is None else target_fpir
     counts = Template.objects.filter(owner_id=owner_id).aggregate(
         all=Count("id"), bare=Count("id", filter=Q(masked=False)))
     return MatchRule(

@@ -184,3 +184,15 @@ class EmbeddingSpace(models.Model):
 
     def __str__(self) -> str:
         return f"{self.recognizer_id} ({self.embedding_dim}-d)"
+
+
+class MatchingPolicy(models.Model):
+    """An owner's open-set matching target; without a row the deployment's FACEINDEX_TARGET_FPIR applies."""
+
+    owner = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="matching_policy")
+    # Share of never-enrolled people's faces that may be named as someone.
+    target_fpir = models.FloatField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "matching policies"

@@ -23,7 +23,7 @@ from backend.jobs.services import Upload
 
 from . import matching
 from .attributes import describe_faces, is_masked
-from .models import Face, Identity, Rejection, Template
+from .models import Face, Identity, MatchingPolicy, Rejection, Template
 
 log = logging.getLogger(__name__)
 
@@ -494,3 +494,39 @@ def tag_face(*, owner, image_id: int, box, identity_id: int | None = None) -> Fa
         clustering.cluster_faces(owner.pk, [face.pk])
         face.refresh_from_db()
     return face
+
+
+# --- matching policy -----------------------------------------------------------------------------
+
+MIN_TARGET_FPIR, MAX_TARGET_FPIR = 1e-6, 0.5
+REMATCH_CHUNK = 5000  # face ids per background re-match task
+
+
+def matching_policy(*, owner) -> dict:
+    """The owner's open-set target and the thresholds it gives for the gallery as it stands."""
+    rule = matching.match_rule(owner.pk)
+    own = MatchingPolicy.objects.filter(owner=owner).exists()
+    return {"target_fpir": rule.target_fpir, "source": "owner" if own else "deployment",
+            "templates": rule.templates, "threshold": round(rule.threshold, 4),
+            "masked_threshold": round(rule.masked_threshold, 4)}
+
+
+def set_matching_policy(*, owner, target_fpir) -> dict:
+    """Set (or with None reset to the deployment's) the owner's target FPIR; faces are matched again."""
+    if target_fpir is None:
+        MatchingPolicy.objects.filter(owner=owner).delete()
+    else:
+        try:
+            target = float(target_fpir)
+        except (TypeError, ValueError):
+            raise ServiceError("invalid", "target_fpir must be a number", field="target_fpir")
+        if not MIN_TARGET_FPIR <= target <= MAX_TARGET_FPIR:
+            raise ServiceError("invalid", f"target_fpir must be between {MIN_TARGET_FPIR:g} and {MAX_TARGET_FPIR:g}",
+                               field="target_fpir")
+        MatchingPolicy.objects.update_or_create(owner=owner, defaults={"target_fpir": target})
+    with transaction.atomic():
+        # Every face the new threshold may decide differently: all that are not user-placed.
+        face_ids = list(Face.objects.filter(owner=owner, identity_locked=False).order_by("id").values_list("id", flat=True))
+        for start in range(0, len(face_ids), REMATCH_CHUNK):
+            schedule_rematch(owner.pk, face_ids=face_ids[start:start + REMATCH_CHUNK])
+    return matching_policy(owner=owner)

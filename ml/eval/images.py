@@ -26,7 +26,7 @@ FACE_CHOICES = ("largest", "centre")
 # Embeddings are cached per (pipeline setting, file list) so repeated runs on
 # 2 shared cores do not re-embed thousands of photos; the folder is git-ignored.
 CACHE_DIR = Path(os.environ.get("FACEINDEX_EVAL_CACHE", ".cache/ml-eval"))
-CACHE_VERSION = 2  # bump when alignment or embedding code changes what a setting produces
+CACHE_VERSION = 3  # bump when alignment or embedding code changes what a setting produces
 
 
 @dataclass
@@ -37,6 +37,23 @@ class ImageEmbedding:
     score: float
     faces_found: int
     error: str | None = None
+    stamp: str = ""  # file size and mtime when embedded (cache check)
+
+    def __post_init__(self):
+        if not self.stamp:
+            self.stamp = _stamp(self.path)
+
+
+def _stamp(path: str) -> str:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{stat.st_size}:{int(stat.st_mtime)}"
+
+
+def _fresh(entry: "ImageEmbedding") -> bool:
+    return entry.stamp == _stamp(entry.path)
 
 
 def lfw_image_path(root: Path, name: str, index: int) -> Path:
@@ -68,15 +85,16 @@ def embed_images(pipeline, paths: list[Path], *, desc: str = "embedding", face: 
     if face not in FACE_CHOICES:
         raise ValueError(f"face must be one of {FACE_CHOICES}, got {face!r}")
     ordered = sorted(set(map(str, paths)))
-    cache_file = _cache_file(pipeline, ordered, face) if cache else None
-    if cache_file is not None and cache_file.exists():
-        print(f"{desc}: cached embeddings {cache_file}", file=sys.stderr)
-        return _load_cache(cache_file)
-    results: dict[str, ImageEmbedding] = {}
-    for path in tqdm(ordered, desc=desc, file=sys.stderr, unit="img"):
-        results[path] = embed_one(pipeline, Path(path), face=face)
+    cache_file = _cache_file(pipeline, face) if cache else None
+    cached = _load_cache(cache_file) if cache_file is not None and cache_file.exists() else {}
+    results: dict[str, ImageEmbedding] = {p: cached[p] for p in ordered if p in cached and _fresh(cached[p])}
+    missing = [p for p in ordered if p not in results]
     if cache_file is not None:
-        _save_cache(cache_file, results)
+        print(f"{desc}: {len(results)} cached in {cache_file}, {len(missing)} to embed", file=sys.stderr)
+    for path in tqdm(missing, desc=desc, file=sys.stderr, unit="img", mininterval=10):
+        results[path] = embed_one(pipeline, Path(path), face=face)
+    if cache_file is not None and missing:
+        _save_cache(cache_file, {**cached, **results})
     return results
 
 
@@ -102,22 +120,15 @@ def pick_face(faces, width: int, height: int, how: str):
     return max(faces, key=lambda f: f.box[2] * f.box[3])
 
 
-def _cache_file(pipeline, paths: list[str], face: str) -> Path:
+def _cache_file(pipeline, face: str) -> Path:
+    """One file per pipeline setting; entries are per image, checked against its size and mtime."""
     import weights
 
-    files = []
-    for path in paths:
-        try:
-            stat = os.stat(path)
-            files.append((path, stat.st_size, int(stat.st_mtime)))
-        except OSError:
-            files.append((path, None, None))
     key = json.dumps({
         "version": CACHE_VERSION, "face": face, "flip_tta": pipeline.flip_tta,
         "detector": [pipeline.detector_id, weights.model_entry(pipeline.detector_id).sha256,
                      weights.model_entry(pipeline.detector_id).options],
         "recognizer": [pipeline.recognizer_id, weights.model_entry(pipeline.recognizer_id).sha256],
-        "files": files,
     }, sort_keys=True, default=str)
     return CACHE_DIR / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
 
@@ -134,17 +145,18 @@ def _save_cache(cache_file: Path, results: dict[str, ImageEmbedding]) -> None:
         scores=np.array([r.score for r in rows]),
         faces_found=np.array([r.faces_found for r in rows]),
         errors=np.array([r.error or "" for r in rows]),
+        stamps=np.array([r.stamp for r in rows]),
     )
 
 
 def _load_cache(cache_file: Path) -> dict[str, ImageEmbedding]:
     data = np.load(cache_file)
     out = {}
-    for path, emb, box, score, found, error in zip(data["paths"], data["embeddings"], data["boxes"], data["scores"],
-                                                    data["faces_found"], data["errors"]):
+    for path, emb, box, score, found, error, stamp in zip(data["paths"], data["embeddings"], data["boxes"], data["scores"],
+                                                           data["faces_found"], data["errors"], data["stamps"]):
         unreadable = bool(np.isnan(emb).any())
         out[str(path)] = ImageEmbedding(
             str(path), None if unreadable else emb.astype(np.float32),
             None if np.isnan(box).any() else tuple(float(v) for v in box), float(score), int(found),
-            error=str(error) or None)
+            error=str(error) or None, stamp=str(stamp))
     return out
