@@ -1,8 +1,9 @@
 """1:1 verification and 1:N search of uploaded photos against an owner's gallery.
 
-Scores are cosine similarities of SFace embeddings; the decision threshold is
-the model manifest's default (get_pipeline().threshold), the same one matching
-uses. 1:N search reads the HNSW indexes with hnsw.ef_search =
+Scores are cosine similarities of SFace embeddings. 1:1 verification uses the
+recognizer's pair threshold (manifest default_threshold, FAR 1e-3); 1:N search
+decides with matching.decide under the owner's open-set rule (match_rule), the
+same decision indexing makes. 1:N search reads the HNSW indexes with hnsw.ef_search =
 FACEINDEX_HNSW_EF_SEARCH (100; benchmarks/bench_search.py measures recall
 against an exact scan) and iterative scans, so the owner filter still returns k rows.
 """

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the FPIR the shipped rule aims at (deployments: FACEINDEX_TARGET_FPIR)")
     p.add_argument("--gallery-sizes", default="1500",
                    help="also measure with the gallery grown by distractor people to these sizes (comma-separated)")
-    p.add_argument("--margin", type=float, default=0.0, help="ambiguity margin between the two best identities")
+    p.add_argument("--margin", type=float, default=0.03,
+                   help="ambiguity margin between the two best identities (the deployment default, FACEINDEX_AMBIGUITY_MARGIN)")
     common(p)
     p = sub.add_parser("calibrate", help="per-pair impostor score tail (manifest impostor_tail)")
     p.add_argument("--root", type=Path, required=True)
