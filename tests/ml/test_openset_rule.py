@@ -66,3 +66,34 @@ def test_tail_interpolates_and_extrapolates_monotonically(tail):
         pair_rate_for(1.5, 10)
     with pytest.raises(ValueError):
         ImpostorTail.from_table({"1e-2": 0.5, "1e-3": 0.4})
+
+
+def test_openset_protocol_and_figures_on_synthetic_people():
+    from pathlib import Path
+
+    from ml.eval.openset import evaluate, split_protocol
+
+    rng = np.random.default_rng(4)
+    centres = unit_vectors(rng, 40)
+    items, emb = [], {}
+    for person in range(40):
+        photos = 4 if person < 20 else (2 if person < 25 else 1)  # 20 enrolled, 5 ignored, 15 strangers
+        for k in range(photos):
+            path = Path(f"p{person:02d}/p{person:02d}_{k + 1:04d}.jpg")
+            items.append((f"p{person:02d}", path))
+            v = centres[person] + 0.04 * rng.standard_normal(DIM).astype(np.float32)
+            emb[str(path)] = v / np.linalg.norm(v)
+    enroll, known, unknown = split_protocol(items)
+    assert len(enroll) == 20 and len(known) == 60 and len(unknown) == 15
+    assert all(str(p).endswith("_0001.jpg") for p in enroll.values())
+
+    # An impostor that looks like person 0 (e.g. a twin) is a stranger named.
+    twin = centres[0] + 0.04 * rng.standard_normal(DIM).astype(np.float32)
+    emb[str(unknown[0][1])] = twin / np.linalg.norm(twin)
+    figures = evaluate(emb, enroll, known, unknown, rule=lambda comparisons: 0.5)
+    assert figures["enrolled"] == 20 and figures["threshold"] == 0.5
+    assert figures["identification_rate"] == 1.0 and figures["misidentified"] == 0.0
+    assert figures["false_accept_rate"] == pytest.approx(1 / 15)
+    # FPIR 5% of 15 strangers allows none: the cut sits just above the twin's score.
+    twin_score = float(emb[str(unknown[0][1])] @ emb[str(enroll["p00"])])
+    assert figures["identification_rate_at_fpir"]["0.05"]["threshold"] == pytest.approx(twin_score, abs=1e-4)
