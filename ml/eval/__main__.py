@@ -14,7 +14,7 @@ def _pipeline(args):
     from ml.pipeline import FacePipeline
 
     return FacePipeline.from_manifest(detector=args.detector, recognizer=args.model,
-                                      flip_tta=args.flip_tta)
+                                      flip_tta=args.flip_tta, landmarks=args.landmarks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     def common(p):
         p.add_argument("--model", help="recognizer id from weights/manifest.toml (default: manifest default)")
         p.add_argument("--detector", help="detector id from weights/manifest.toml")
+        p.add_argument("--landmarks", help="a second detector whose landmarks replace the detector's ('' = none)")
         p.add_argument("--flip-tta", dest="flip_tta", action=argparse.BooleanOptionalAction, default=None,
                        help="average the embeddings of each crop and its mirror image")
         p.add_argument("--json", type=Path, help="also write the full report here")
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         from ml.eval.embed import run_embed
 
         report = run_embed(pipeline, args.root, args.out, plot=args.plot)
-    report = {"command": args.command, "detector": pipeline.detector_id,
+    report = {"command": args.command, "detector": pipeline.detector_id, "landmarks": pipeline.landmarker_id,
               "recognizer": pipeline.recognizer_id, "flip_tta": pipeline.flip_tta, **report}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
