@@ -1,6 +1,6 @@
 """`make demo`: the whole service on this machine, from nothing to a report.
 
-Starts the embedded stack, migrates, starts the API and a Celery worker in the
+Starts the embedded stack, migrates, starts the API (gunicorn) and Celery workers in the
 background (deploy.processes, so `make stop` stops them), enrolls four known
 people, indexes a sample archive built from package-shipped images through the
 same services the REST API uses, prints the per-identity report, and leaves
@@ -64,12 +64,16 @@ def main() -> int:
         f"U.objects.get_or_create(username='{DEMO_OWNER}')"), env=env)
     token = manage("drf_create_token", DEMO_OWNER, env=env, capture=True).split()[2]
 
-    processes.start_background("api", [sys.executable, "manage.py", "runserver", f"{API_HOST}:{API_PORT}", "--noreload"],
+    manage("collectstatic", "--noinput", "-v", "0", env=env)  # WhiteNoise serves them (DEBUG is off)
+    # gunicorn as in docker-compose: bounded threads, a DB pool per process, a sized backlog.
+    processes.start_background("api", [sys.executable, "-m", "gunicorn", "-c", "python:backend.config.gunicorn",
+                                       "--bind", f"{API_HOST}:{API_PORT}", "backend.config.wsgi"],
                                env=env, var_dir=stack.var_dir)
     hostname = os.uname().nodename
     for index in range(WORKER_COUNT):
         # A fixed node name per slot: a restarted worker re-queues what its predecessor held.
-        processes.start_background(f"worker-{index}", [sys.executable, "-m", "celery", "-A", "workers.celery_app",
+        # Niced: indexing is background work; API requests beside it get the CPU first.
+        processes.start_background(f"worker-{index}", ["nice", "-n", "10", sys.executable, "-m", "celery", "-A", "workers.celery_app",
                                                        "worker", "--loglevel=INFO", "--pool=solo",
                                                        "-n", f"demo-worker-{index}@{hostname}"],
                                    env=env, var_dir=stack.var_dir)

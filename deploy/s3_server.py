@@ -3,9 +3,17 @@
 The app only ever talks to it through the `minio` SDK, so production MinIO
 runs the same code. Auth is on: `weed mini` takes its admin identity from
 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in its environment.
+
+`weed mini` also opens its master, volume and filer HTTP ports, and the filer
+and volume servers would serve (and the filer list, accept and delete) every
+stored object to anyone on 127.0.0.1. A security.toml in the server's working
+directory gives them JWT keys for reads and writes, fresh and random at each
+start and known only to the server process, so only its own S3 gateway gets
+at the data; tests/stack/test_s3_side_doors.py tries every port it opens.
 """
 from __future__ import annotations
 
+import secrets
 import shutil
 import sysconfig
 from pathlib import Path
@@ -52,6 +60,8 @@ class S3Server:
             f"-filer.port={ports.filer}", f"-filer.port.grpc={ports.filer_grpc}",
             f"-admin.port={ports.admin}", f"-admin.port.grpc={ports.admin_grpc}", "-admin.ui=false",
             "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-filer.saveToFilerLimit=0",  # no object bytes inline in filer metadata (its gRPC API has no keys)
+            "-filer.disableDirListing",
             "-master.telemetry=false",  # no phoning home
         ]
 
@@ -72,7 +82,21 @@ class S3Server:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         credentials = {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
-        processes.start_background(PROCESS_NAME, self.argv(), env=credentials, var_dir=self.var_dir)
+        processes.start_background(PROCESS_NAME, self.argv(), env=credentials, var_dir=self.var_dir,
+                                   cwd=self._write_security_config())
+
+    def _write_security_config(self) -> Path:
+        """A security.toml with fresh JWT keys where `weed` looks first (its working directory)."""
+        config_dir = self.var_dir / "s3-config"
+        config_dir.mkdir(parents=True, exist_ok=True)
+        config_dir.chmod(0o700)
+        sections = ["jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"]
+        text = "".join(f'[{section}]\nkey = "{secrets.token_hex(32)}"\nexpires_after_seconds = 60\n\n'
+                       for section in sections)
+        path = config_dir / "security.toml"
+        path.touch(mode=0o600)
+        path.write_text(text)
+        return config_dir
 
     def ensure_bucket(self) -> None:
         client = self.client()

@@ -13,12 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ml.errors import ImageDecodeError
 
+# Phone archives are full of HEIC: pillow-heif teaches Pillow to open HEIF
+# (libheif applies the file's rotation and resets EXIF orientation to 1, so
+# exif_transpose below never turns it twice). AVIF is Pillow's own.
+pillow_heif.register_heif_opener()
+
 DEFAULT_MAX_PIXELS = 60_000_000
-SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
+SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF", "AVIF"})
 
 _EXIF_IFD = 0x8769
 _GPS_IFD = 0x8825

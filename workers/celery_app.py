@@ -5,6 +5,10 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings")
+# Workers connect without a pool (see DATABASES in settings): one connection per
+# thread, two threads per worker. Only takes effect where this module loads the
+# settings first, i.e. in the `celery worker` process.
+os.environ.setdefault("DB_POOL_MAX_SIZE", "0")
 
 app = Celery("faceindex")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -19,6 +19,7 @@ urlpatterns = [
     path("identities", gallery.IdentityListApi.as_view(), name="identities"),
     path("identities/<int:identity_id>", gallery.IdentityDetailApi.as_view(), name="identity-detail"),
     path("identities/<int:identity_id>/enroll", gallery.IdentityEnrollApi.as_view(), name="identity-enroll"),
+    path("enrollments/<int:enrollment_id>", gallery.EnrollmentDetailApi.as_view(), name="enrollment-detail"),
     path("identities/<int:identity_id>/faces", gallery.IdentityFacesApi.as_view(), name="identity-faces"),
     path("identities/<int:identity_id>/report", gallery.IdentityReportApi.as_view(), name="identity-report"),
     path("identities/<int:identity_id>/enroll-faces", gallery.IdentityEnrollFacesApi.as_view(), name="identity-enroll-faces"),

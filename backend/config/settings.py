@@ -25,10 +25,33 @@ def _database_from_url(url: str) -> dict:
         "PASSWORD": parts.password or "",
         "HOST": parts.hostname or "127.0.0.1",
         "PORT": str(parts.port or 5432),
-        # Short-lived connections per request/task would exhaust nothing, but
-        # reusing them saves a round-trip per call under load.
-        "CONN_MAX_AGE": int(os.environ.get("DB_CONN_MAX_AGE", "60")),
+        # API processes: a bounded pool per process (psycopg_pool) instead of a
+        # connection per thread, so a process never holds more than
+        # DB_POOL_MAX_SIZE connections whatever its thread count; idle ones
+        # close after DB_POOL_MAX_IDLE_S, and a request that finds the pool busy
+        # for DB_POOL_TIMEOUT_S gets a 503. Celery workers run without a pool
+        # (DB_POOL_MAX_SIZE=0, set in workers/celery_app.py): a worker has a
+        # fixed two threads (task, sweeper), and Celery's solo-pool fixup would
+        # hand a pooled connection's closed socket back to the pool.
+        # Budget: README "Reliability".
+        "CONN_MAX_AGE": 0,
+        # Each connection is checked as it is taken: one from before a database
+        # restart is dead and gets replaced, not handed to a request.
         "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {"pool": _pool_options()} if _pool_max_size() else {},
+    }
+
+
+def _pool_max_size() -> int:
+    return int(os.environ.get("DB_POOL_MAX_SIZE", "4"))
+
+
+def _pool_options() -> dict:
+    return {
+        "min_size": 0,
+        "max_size": _pool_max_size(),
+        "timeout": float(os.environ.get("DB_POOL_TIMEOUT_S", "10")),
+        "max_idle": float(os.environ.get("DB_POOL_MAX_IDLE_S", "60")),
     }
 
 
@@ -55,7 +78,7 @@ def setting(name: str, default: str = "") -> str:
 
 
 SECRET_KEY = setting("DJANGO_SECRET_KEY", "dev-insecure-change-me")
-DEBUG = env_bool("DJANGO_DEBUG", True)
+DEBUG = env_bool("DJANGO_DEBUG", False)  # debug pages print settings: only when asked for
 ALLOWED_HOSTS = [h for h in setting("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
 
 INSTALLED_APPS = [
@@ -77,6 +100,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "backend.core.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -87,8 +111,8 @@ MIDDLEWARE = [
 ]
 
 if not DEBUG:
-    # Serves admin and API-docs static files under gunicorn (runserver does it when DEBUG).
-    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+    # Serves admin and API-docs static files under gunicorn (collectstatic fills STATIC_ROOT).
+    MIDDLEWARE.insert(2, "whitenoise.middleware.WhiteNoiseMiddleware")
 
 ROOT_URLCONF = "backend.config.urls"
 WSGI_APPLICATION = "backend.config.wsgi.application"
@@ -121,6 +145,12 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 1000
+# An enrollment with more images than this (zip members counted) runs in the
+# background: POST .../enroll answers 202 and GET /enrollments/{id} shows progress.
+FACEINDEX_ENROLL_SYNC_MAX_FILES = int(setting("FACEINDEX_ENROLL_SYNC_MAX_FILES", "50"))
+# The whole request body, files included (backend/core/middleware.py); 0 = no cap.
+FACEINDEX_MAX_REQUEST_BYTES = int(setting("FACEINDEX_MAX_REQUEST_BYTES", str(256 * 1024 * 1024)))
+CSRF_FAILURE_VIEW = "backend.core.errors.csrf_failure"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -140,6 +170,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "backend.core.schema.add_error_responses"],
 }
 
 # Object storage (S3 / MinIO / SeaweedFS), used only through the minio SDK.
@@ -231,6 +263,17 @@ FACEINDEX_WORKER_THREADS = int(setting("FACEINDEX_WORKER_THREADS", "0"))
 FACEINDEX_SWEEP_INTERVAL_S = int(setting("FACEINDEX_SWEEP_INTERVAL_S", "300"))
 FACEINDEX_SWEEP_MIN_AGE_S = int(setting("FACEINDEX_SWEEP_MIN_AGE_S", "600"))
 FACEINDEX_SWEEP_STALE_PROCESSING_S = int(setting("FACEINDEX_SWEEP_STALE_PROCESSING_S", str(CELERY_TASK_TIME_LIMIT * 2)))
+# The outbox: images whose send to the broker failed (broker down) keep
+# queued_at unset; one worker sends them every OUTBOX_INTERVAL_S once they are
+# older than OUTBOX_MIN_AGE_S.
+FACEINDEX_OUTBOX_INTERVAL_S = float(setting("FACEINDEX_OUTBOX_INTERVAL_S", "5"))
+FACEINDEX_OUTBOX_MIN_AGE_S = float(setting("FACEINDEX_OUTBOX_MIN_AGE_S", "5"))
+# Outages (backend/core/outages.py): a task that cannot reach the database or
+# storage probes again after BACKOFF_S, doubling up to CAP_S (with jitter), for
+# at most WAIT_S (inside the task time limit), then puts its message back.
+FACEINDEX_OUTAGE_BACKOFF_S = float(setting("FACEINDEX_OUTAGE_BACKOFF_S", "0.5"))
+FACEINDEX_OUTAGE_BACKOFF_CAP_S = float(setting("FACEINDEX_OUTAGE_BACKOFF_CAP_S", "5"))
+FACEINDEX_OUTAGE_WAIT_S = float(setting("FACEINDEX_OUTAGE_WAIT_S", "60"))
 # Completion webhooks: per-attempt timeout, attempts in all, first retry delay (doubles each time).
 FACEINDEX_WEBHOOK_TIMEOUT_S = float(setting("FACEINDEX_WEBHOOK_TIMEOUT_S", "10"))
 FACEINDEX_WEBHOOK_MAX_ATTEMPTS = int(setting("FACEINDEX_WEBHOOK_MAX_ATTEMPTS", "6"))

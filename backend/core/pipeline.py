@@ -9,6 +9,29 @@ import numpy as np
 from django.conf import settings
 
 _lock = threading.Lock()
+# One model call at a time per process. The API serves requests on threads
+# (gunicorn gthread) that share one set of models, and cv2.dnn's networks are
+# not safe to run from two threads at once; it also keeps a burst of searches
+# from taking every core from the quick requests beside them.
+_inference_lock = threading.RLock()
+
+
+class Serialized:
+    """The wrapped model with every method call made under the process's inference lock."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getattr__(self, name):
+        value = getattr(self._model, name)
+        if not callable(value):
+            return value
+
+        def locked(*args, **kwargs):
+            with _inference_lock:
+                return value(*args, **kwargs)
+
+        return locked
 
 
 @lru_cache(maxsize=1)
@@ -47,7 +70,7 @@ def check_embedding_space(recognizer_id: str, embedding_dim: int) -> None:
 def get_pipeline():
     # lru_cache is not a lock: two API threads must not load the models twice.
     with _lock:
-        return _load()
+        return Serialized(_load())
 
 
 def encode_jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
@@ -73,9 +96,9 @@ def _load_age_sex():
 
 def get_mask_classifier():
     with _lock:
-        return _load_mask_classifier()
+        return Serialized(_load_mask_classifier())
 
 
 def get_age_sex_estimator():
     with _lock:
-        return _load_age_sex()
+        return Serialized(_load_age_sex())

@@ -22,6 +22,30 @@ def client() -> Minio:
     )
 
 
+@lru_cache(maxsize=1)
+def _probe_client() -> Minio:
+    """A client without the SDK's retries and with short timeouts: for asking "is it up?"."""
+    import urllib3
+
+    return Minio(
+        settings.S3_ENDPOINT,
+        access_key=settings.S3_ACCESS_KEY,
+        secret_key=settings.S3_SECRET_KEY,
+        secure=settings.S3_SECURE,
+        region=settings.S3_REGION,
+        http_client=urllib3.PoolManager(timeout=urllib3.Timeout(connect=2, read=5), retries=urllib3.Retry(total=0)),
+    )
+
+
+def reachable() -> bool:
+    """True when the bucket answers an authenticated request."""
+    try:
+        _probe_client().bucket_exists(settings.S3_BUCKET)
+        return True
+    except Exception:  # refused, reset, 5xx while the server starts: all mean "not yet"
+        return False
+
+
 def ensure_bucket(bucket: str | None = None) -> None:
     bucket = bucket or settings.S3_BUCKET
     if not client().bucket_exists(bucket):

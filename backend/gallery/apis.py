@@ -1,20 +1,21 @@
 from django.db.models import Count, Q
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from backend.core.errors import ServiceError
-from backend.core.pagination import Pagination
+from backend.core.errors import NotFound, ServiceError
+from backend.core.pagination import PAGE_PARAMETERS, Pagination, paginated
 from backend.core.uploads import uploads_from_request
 from backend.jobs.services import Upload
 from backend.reports import selectors as report_selectors
 
 from . import clustering, merging, search, services
-from .models import Face, Identity, Merge
+from .models import Enrollment, Face, Identity, Merge
 from .serializers import (
-    ClusterSerializer, FaceIdsSerializer, FaceSerializer, IdentityInputSerializer, IdentitySerializer, MergeInputSerializer,
+    ClusterSerializer, EnrollmentSerializer, FaceIdsSerializer, FaceSerializer, IdentityInputSerializer, IdentitySerializer, MergeInputSerializer,
     MergeSerializer, NameClusterInputSerializer, OptionalIdentitySerializer, TagFaceInputSerializer,
 )
 
@@ -22,7 +23,7 @@ from .serializers import (
 class IdentityListApi(APIView):
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
-    @extend_schema(responses=IdentitySerializer(many=True))
+    @extend_schema(responses=paginated(IdentitySerializer), parameters=PAGE_PARAMETERS)
     def get(self, request):
         identities = Identity.objects.filter(owner=request.user).annotate(
             template_count=Count("templates", filter=Q(templates__masked=False), distinct=True), face_count=Count("faces", distinct=True)
@@ -65,7 +66,8 @@ class IdentityEnrollApi(APIView):
 
     @extend_schema(request={"multipart/form-data": {"type": "object", "properties": {
         "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-        "box": {"type": "string", "description": "x,y,width,height of the face to enroll (one photo only)"}}}})
+        "box": {"type": "string", "description": "x,y,width,height of the face to enroll (one photo only)"}}}},
+        responses={201: OpenApiTypes.OBJECT, 202: EnrollmentSerializer, 422: OpenApiTypes.OBJECT})
     def post(self, request, identity_id: int):
         """Enroll each photo's subject (the clearly largest face); other faces are ignored and listed.
 
@@ -73,8 +75,10 @@ class IdentityEnrollApi(APIView):
         the boxes found; send it again with one of them as ``box``.
         """
         identity = services.get_identity(owner=request.user, identity_id=identity_id)
-        summary = services.enroll_from_uploads(identity=identity, uploads=uploads_from_request(request),
-                                               box=request.data.get("box"))
+        summary = services.enroll(identity=identity, uploads=uploads_from_request(request), box=request.data.get("box"))
+        if isinstance(summary, Enrollment):  # too many images for one request: a worker enrolls them
+            return Response(EnrollmentSerializer(summary).data, status=status.HTTP_202_ACCEPTED,
+                            headers={"Location": f"/api/v1/enrollments/{summary.pk}"})
         body = {
             "identity": IdentitySerializer(identity).data,
             "enrolled": summary.enrolled,
@@ -92,8 +96,19 @@ class IdentityEnrollApi(APIView):
         return Response(body, status=code)
 
 
+class EnrollmentDetailApi(APIView):
+    """Progress of a background enrollment (POST .../enroll with many images answers 202 with one)."""
+
+    @extend_schema(responses=EnrollmentSerializer)
+    def get(self, request, enrollment_id: int):
+        enrollment = Enrollment.objects.filter(owner=request.user, pk=enrollment_id).first()
+        if enrollment is None:
+            raise NotFound("not_found", f"enrollment {enrollment_id} not found")
+        return Response(EnrollmentSerializer(enrollment).data)
+
+
 class IdentityFacesApi(APIView):
-    @extend_schema(responses=FaceSerializer(many=True))
+    @extend_schema(responses=paginated(FaceSerializer), parameters=PAGE_PARAMETERS)
     def get(self, request, identity_id: int):
         identity = services.get_identity(owner=request.user, identity_id=identity_id)
         faces = Face.objects.filter(owner=request.user, identity=identity).select_related("identity", "image")
@@ -134,7 +149,7 @@ class IdentityMergeApi(APIView):
 
 
 class MergeListApi(APIView):
-    @extend_schema(responses=MergeSerializer(many=True))
+    @extend_schema(responses=paginated(MergeSerializer), parameters=PAGE_PARAMETERS)
     def get(self, request):
         merges = Merge.objects.filter(owner=request.user).select_related("target")
         paginator = Pagination()
@@ -227,7 +242,7 @@ class SearchApi(APIView):
 
 
 class ClusterListApi(APIView):
-    @extend_schema(responses=ClusterSerializer(many=True))
+    @extend_schema(responses=paginated(ClusterSerializer), parameters=PAGE_PARAMETERS)
     def get(self, request):
         # Catch up on faces no background task has clustered yet (bounded per request).
         clustering.cluster_pending(request.user.pk, limit=500)

@@ -186,6 +186,37 @@ class EmbeddingSpace(models.Model):
         return f"{self.recognizer_id} ({self.embedding_dim}-d)"
 
 
+class Enrollment(models.Model):
+    """An enrollment too large for one request (FACEINDEX_ENROLL_SYNC_MAX_FILES): run by a worker.
+
+    ``files`` are the uploaded images as stored in object storage ({"name", "key",
+    "sha256"}); ``results`` grows by one entry per file processed, so progress is
+    ``len(results) / len(files)`` and a re-run (after an outage) resumes there.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        COMPLETED = "completed"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="enrollments")
+    identity = models.ForeignKey(Identity, on_delete=models.CASCADE, related_name="enrollments")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    files = models.JSONField(default=list)
+    results = models.JSONField(default=list)
+    # Unset while its task was never handed to the broker (the outbox sweep sends it).
+    queued_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    @property
+    def enrolled(self) -> int:
+        return sum(1 for result in self.results if result.get("template_id"))
+
+
 class MatchingPolicy(models.Model):
     """An owner's open-set matching target; without a row the deployment's FACEINDEX_TARGET_FPIR applies."""
 

@@ -21,7 +21,7 @@ class IdentitySerializer(serializers.ModelSerializer):
 
 
 class IdentityInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=255)
+    name = serializers.CharField(min_length=1, max_length=255)
 
 
 class FaceSerializer(serializers.ModelSerializer):
@@ -103,7 +103,7 @@ class TagFaceInputSerializer(serializers.Serializer):
 
 
 class NameClusterInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=255, required=False)
+    name = serializers.CharField(min_length=1, max_length=255, required=False)
     identity_id = serializers.IntegerField(min_value=1, required=False)
 
 
@@ -117,3 +117,23 @@ class ClusterSerializer(serializers.Serializer):
         from .clustering import sample_faces
 
         return [{"face_id": f.pk, "image_id": f.image_id, "crop_url": presigned_url(f.crop_key)} for f in sample_faces(obj)]
+
+
+class EnrollmentSerializer(serializers.Serializer):
+    """A background enrollment and its progress."""
+
+    id = serializers.IntegerField()
+    identity_id = serializers.IntegerField()
+    status = serializers.CharField()
+    total_files = serializers.SerializerMethodField()
+    processed_files = serializers.SerializerMethodField()
+    enrolled = serializers.IntegerField()
+    results = serializers.ListField(child=serializers.DictField())
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_total_files(self, enrollment) -> int:
+        return len(enrollment.files)
+
+    def get_processed_files(self, enrollment) -> int:
+        return len(enrollment.results)

@@ -5,6 +5,7 @@ queries in search.py.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -16,14 +17,14 @@ from django.db.models import Max
 from django.utils import timezone
 from pgvector.django import CosineDistance
 
-from backend.core import storage
+from backend.core import outages, storage
 from backend.core.errors import NotFound, ServiceError
 from backend.core.pipeline import encode_jpeg, get_pipeline
-from backend.jobs.services import Upload
+from backend.jobs.services import Upload, original_key
 
 from . import matching
 from .attributes import describe_faces, is_masked
-from .models import Face, Identity, MatchingPolicy, Rejection, Template
+from .models import Enrollment, Face, Identity, MatchingPolicy, Rejection, Template
 
 log = logging.getLogger(__name__)
 
@@ -87,59 +88,161 @@ def _template_crop_key(identity: Identity) -> str:
     return f"{identity.owner_id}/templates/{identity.pk}/{uuid.uuid4().hex}.jpg"
 
 
-def enroll_from_uploads(*, identity: Identity, uploads: list[Upload], box=None) -> EnrollSummary:
-    """Add one template per upload: its subject's face (ml.subject's dominance rule).
+def _enroll_blob(identity: Identity, name: str, sha256: str, data: bytes, *,
+                 box=None) -> tuple[EnrollResult, list[int]]:
+    """One image's subject into one template (and its masked companion); returns the result and new template ids.
 
-    Other faces are ignored and reported. A photo where no face dominates is
-    refused with the boxes found; ``box`` (x, y, w, h), for a single photo,
-    picks the face to enroll instead (a detected face it overlaps, else the
-    face inside the box, as when tagging a missed face).
+    The subject is the dominant face (ml.subject); other faces are ignored and
+    reported. A photo where no face dominates is refused with the boxes found;
+    ``box`` (x, y, w, h) picks the face to enroll instead (a detected face it
+    overlaps, else the face inside the box, as when tagging a missed face).
     """
     from django.conf import settings
     from ml.decode import decode_image
     from ml.errors import ImageDecodeError
 
-    from backend.jobs.ingest import iter_upload
-
+    result = EnrollResult(name)
+    source_key = f"sha256:{sha256}"
+    existing = Template.objects.filter(identity=identity, source_key=source_key, masked=False).first()
+    if existing is not None and box is None:  # re-enrolling the same photo adds nothing
+        result.template_id, result.faces_found = existing.pk, 1
+        return result, []
+    try:
+        decoded = decode_image(data, max_pixels=settings.FACEINDEX_MAX_PIXELS)
+    except ImageDecodeError as exc:
+        result.error = {"code": exc.code, "message": str(exc)}
+        return result, []
     pipeline = get_pipeline()
+    faces = pipeline.process(decoded.pixels)
+    result.faces_found = len(faces)
+    face = _enrollment_face(pipeline, decoded, faces, box, result)
+    if face is None:
+        return result, []
+    if existing is not None and _same_face(existing, face):
+        result.template_id = existing.pk
+        return result, []
+    key = _template_crop_key(identity)
+    storage.put_bytes(key, encode_jpeg(face.crop), "image/jpeg")
+    created = create_templates(identity, embedding=face.embedding, crop=face.crop, crop_key=key,
+                               source_key=source_key, quality=face.quality)
+    result.template_id = created[0].pk
+    return result, [t.pk for t in created]
+
+
+def _enroll_blobs(identity: Identity, blobs, *, box=None) -> EnrollSummary:
     summary = EnrollSummary(identity)
     new_template_ids: list[int] = []
-    box = _enroll_box(box)
-    blobs = (blob for upload in uploads for blob in iter_upload(upload.name, upload.fileobj, upload.size))
-    if box is not None:
-        blobs = list(blobs)
-        if len(blobs) != 1:
-            raise ServiceError("invalid", f"box picks a face in one photo; {len(blobs)} photos were sent", field="box")
     for blob in blobs:
-        result = EnrollResult(blob.name)
+        result, created = _enroll_blob(identity, blob.name, blob.sha256, blob.data, box=box)
         summary.results.append(result)
-        source_key = f"sha256:{blob.sha256}"
-        existing = Template.objects.filter(identity=identity, source_key=source_key, masked=False).first()
-        if existing is not None and box is None:  # re-enrolling the same photo adds nothing
-            result.template_id, result.faces_found = existing.pk, 1
-            continue
-        try:
-            decoded = decode_image(blob.data, max_pixels=settings.FACEINDEX_MAX_PIXELS)
-        except ImageDecodeError as exc:
-            result.error = {"code": exc.code, "message": str(exc)}
-            continue
-        faces = pipeline.process(decoded.pixels)
-        result.faces_found = len(faces)
-        face = _enrollment_face(pipeline, decoded, faces, box, result)
-        if face is None:
-            continue
-        if existing is not None and _same_face(existing, face):
-            result.template_id = existing.pk
-            continue
-        key = _template_crop_key(identity)
-        storage.put_bytes(key, encode_jpeg(face.crop), "image/jpeg")
-        created = create_templates(identity, embedding=face.embedding, crop=face.crop, crop_key=key,
-                                   source_key=source_key, quality=face.quality)
-        result.template_id = created[0].pk
-        new_template_ids += [t.pk for t in created]
+        new_template_ids += created
     if new_template_ids:
         schedule_rematch(identity.owner_id, template_ids=new_template_ids)
     return summary
+
+
+def enroll_from_uploads(*, identity: Identity, uploads: list[Upload], box=None) -> EnrollSummary:
+    """Add one template per upload: its subject (see _enroll_blob); ``box`` only with one photo."""
+    from backend.jobs.ingest import iter_upload
+
+    blobs = (blob for upload in uploads for blob in iter_upload(upload.name, upload.fileobj, upload.size))
+    box = _enroll_box(box)
+    if box is not None:
+        blobs = _one_photo(blobs)
+    return _enroll_blobs(identity, blobs, box=box)
+
+
+def _one_photo(blobs) -> list:
+    blobs = list(itertools.islice(blobs, 2))
+    if len(blobs) != 1:
+        raise ServiceError("invalid", "box picks a face in one photo; send exactly one photo with it", field="box")
+    return blobs
+
+
+def enroll(*, identity: Identity, uploads: list[Upload], box=None) -> EnrollSummary | Enrollment:
+    """Enroll in this request when the uploads hold at most FACEINDEX_ENROLL_SYNC_MAX_FILES
+    images; otherwise store them and return a background Enrollment (progress: GET /enrollments/{id})."""
+    from django.conf import settings
+
+    from backend.jobs.ingest import iter_upload
+
+    limit = settings.FACEINDEX_ENROLL_SYNC_MAX_FILES
+    blobs = (blob for upload in uploads for blob in iter_upload(upload.name, upload.fileobj, upload.size))
+    box = _enroll_box(box)
+    if box is not None:
+        return _enroll_blobs(identity, _one_photo(blobs), box=box)
+    first = []
+    for blob in blobs:
+        first.append(blob)
+        if len(first) > limit:
+            break
+    if len(first) <= limit:
+        return _enroll_blobs(identity, first)
+    # Too many for one request: every image to storage first (nothing in the database
+    # until all were read), then a record the worker fills in.
+    storage.ensure_bucket()
+    files = []
+    for blob in itertools.chain(first, blobs):
+        key = original_key(identity.owner_id, blob)
+        storage.put_bytes(key, blob.data)
+        files.append({"name": blob.name, "key": key, "sha256": blob.sha256})
+    enrollment = Enrollment.objects.create(owner_id=identity.owner_id, identity=identity, files=files)
+    transaction.on_commit(lambda: send_enrollment(enrollment.pk))
+    return enrollment
+
+
+def send_enrollment(enrollment_id: int) -> None:
+    """Hand the enrollment to a worker; with the broker down it stays in the outbox (queued_at unset)."""
+    from workers.celery_app import app
+
+    try:
+        app.send_task("faceindex.run_enrollment", args=[enrollment_id])
+    except Exception as exc:
+        if not outages.is_outage(exc):
+            raise
+        log.warning("broker unreachable: enrollment %s waits in the outbox", enrollment_id)
+        return
+    Enrollment.objects.filter(pk=enrollment_id).update(queued_at=timezone.now())
+
+
+def send_enrollment_outbox(*, min_age_s: float) -> int:
+    """Send enrollments whose first send failed (see send_enrollment)."""
+    from datetime import timedelta
+
+    cutoff = timezone.now() - timedelta(seconds=min_age_s)
+    ids = list(Enrollment.objects.filter(status=Enrollment.Status.PENDING, queued_at__isnull=True,
+                                         created_at__lt=cutoff).values_list("id", flat=True)[:1000])
+    for enrollment_id in ids:
+        send_enrollment(enrollment_id)
+    return len(ids)
+
+
+def run_enrollment(enrollment_id: int) -> Enrollment:
+    """Enroll the stored files one by one, recording each result as it is made.
+
+    Resumes after the last recorded result, and a file enrolled but not yet
+    recorded (a crash in between) is found again by its source key, not doubled.
+    """
+    enrollment = Enrollment.objects.select_related("identity").get(pk=enrollment_id)
+    if enrollment.status == Enrollment.Status.COMPLETED:
+        return enrollment
+    enrollment.status = Enrollment.Status.RUNNING
+    enrollment.save(update_fields=["status"])
+    for stored in enrollment.files[len(enrollment.results):]:
+        result, _ = _enroll_blob(enrollment.identity, stored["name"], stored["sha256"], storage.get_bytes(stored["key"]))
+        enrollment.results.append({"name": result.name, "template_id": result.template_id,
+                                   "faces_found": result.faces_found, "box": result.box,
+                                   "ignored_boxes": result.ignored_boxes, "error": result.error})
+        enrollment.save(update_fields=["results"])
+    sources = {f"sha256:{stored['sha256']}" for stored in enrollment.files}
+    template_ids = list(Template.objects.filter(identity=enrollment.identity, source_key__in=sources)
+                        .values_list("id", flat=True))
+    with transaction.atomic():
+        enrollment.status, enrollment.finished_at = Enrollment.Status.COMPLETED, timezone.now()
+        enrollment.save(update_fields=["status", "finished_at"])
+        if template_ids:
+            schedule_rematch(enrollment.owner_id, template_ids=template_ids)
+    return enrollment
 
 
 def _rounded_box(box) -> list[float]:

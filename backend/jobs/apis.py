@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backend.core.errors import ServiceError
+from backend.core.pagination import PAGE_PARAMETERS, paginated
 from backend.core.params import body_object, id_param
 from backend.core.uploads import uploads_from_request
 from backend.gallery.models import Face, MaskState
@@ -59,7 +60,7 @@ def _webhook_url(raw) -> str:
 class JobListApi(APIView):
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
-    @extend_schema(responses=JobSerializer(many=True))
+    @extend_schema(responses=paginated(JobSerializer), parameters=PAGE_PARAMETERS)
     def get(self, request):
         return _paginate(self, request, Job.objects.filter(owner=request.user), JobSerializer)
 
@@ -122,7 +123,7 @@ class WebhookEndpointApi(APIView):
 class WebhookDeliveryListApi(APIView):
     """The delivery log (?job=)."""
 
-    @extend_schema(responses=WebhookDeliverySerializer(many=True))
+    @extend_schema(responses=paginated(WebhookDeliverySerializer), parameters=PAGE_PARAMETERS)
     def get(self, request):
         deliveries = WebhookDelivery.objects.filter(owner=request.user)
         if (job_id := id_param(request, "job")) is not None:
@@ -137,7 +138,7 @@ class JobDetailApi(APIView):
 
 
 class JobImagesApi(APIView):
-    @extend_schema(responses=ImageSerializer(many=True))
+    @extend_schema(responses=paginated(ImageSerializer), parameters=PAGE_PARAMETERS)
     def get(self, request, job_id: int):
         job = get_object_or_404(Job, owner=request.user, pk=job_id)
         images = Image.objects.filter(job=job).annotate(face_count=Count("faces")).order_by("id")
@@ -166,7 +167,7 @@ class ImageDetailApi(APIView):
 
 
 class FaceListApi(APIView):
-    @extend_schema(responses=FaceSerializer(many=True))
+    @extend_schema(responses=paginated(FaceSerializer), parameters=PAGE_PARAMETERS)
     def get(self, request):
         faces = Face.objects.filter(owner=request.user).select_related("identity", "image")
         params = request.query_params

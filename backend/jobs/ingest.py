@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -12,7 +13,7 @@ from django.conf import settings
 from backend.core.errors import ServiceError
 
 ZIP_MAGIC = b"PK\x03\x04"
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".avif"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def iter_zip(name: str, fileobj: BinaryIO) -> Iterator[Blob]:
     try:
         archive = zipfile.ZipFile(fileobj)
     except zipfile.BadZipFile as exc:
-        raise ServiceError("bad_zip", f"{name}: not a readable zip archive ({exc})", field="files")
+        raise ServiceError("zip_corrupt", f"{name}: not a readable zip archive ({exc})", field="files")
     with archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
         unsafe = [m.filename for m in members if _is_unsafe_member(m.filename)]
@@ -71,8 +72,11 @@ def iter_zip(name: str, fileobj: BinaryIO) -> Iterator[Blob]:
         for member in members:
             if member.file_size > settings.FACEINDEX_MAX_UPLOAD_BYTES:
                 raise ServiceError("file_too_large", f"{name}/{member.filename}: {member.file_size} bytes, limit {settings.FACEINDEX_MAX_UPLOAD_BYTES}", field="files")
-            with archive.open(member) as entry:
-                data = entry.read(settings.FACEINDEX_MAX_UPLOAD_BYTES + 1)
+            try:
+                with archive.open(member) as entry:
+                    data = entry.read(settings.FACEINDEX_MAX_UPLOAD_BYTES + 1)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:  # bad CRC, truncated, odd method
+                raise ServiceError("zip_corrupt", f"{name}/{member.filename}: unreadable entry ({exc})", field="files")
             if len(data) > settings.FACEINDEX_MAX_UPLOAD_BYTES:
                 raise ServiceError("zip_bomb", f"{name}/{member.filename}: expands beyond its declared size", field="files")
             yield Blob(member.filename, data)

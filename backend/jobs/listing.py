@@ -30,6 +30,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from backend.core import outages
+
 from . import sources
 from .models import Image, Job
 
@@ -148,4 +150,11 @@ def send_listing_task(job_id: int) -> None:
 
     token = uuid.uuid4().hex
     Job.objects.filter(pk=job_id).update(listing_task=token)
-    app.send_task("faceindex.list_source", args=[job_id, token])
+    try:
+        app.send_task("faceindex.list_source", args=[job_id, token])
+    except Exception as exc:
+        if not outages.is_outage(exc):
+            raise
+        # No message names the job now: the workers' outbox sweep re-sends it
+        # (resume_stalled_listings) once the broker answers.
+        log.warning("broker unreachable: listing of job %s waits for the sweep (%s)", job_id, exc)

@@ -109,7 +109,13 @@ class Image(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["job", "status"]), models.Index(fields=["owner", "sha256"])]
+        indexes = [
+            models.Index(fields=["job", "status"]),
+            models.Index(fields=["owner", "sha256"]),
+            # The outbox (services.send_outbox): pending images never sent to the broker.
+            models.Index(fields=["created_at"], name="jobs_image_outbox",
+                         condition=models.Q(status="pending", queued_at__isnull=True)),
+        ]
 
     def __str__(self) -> str:
         return self.original_name or self.object_key

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from backend.core import storage
+from backend.core import outages, storage
 from backend.core.errors import Conflict, ServiceError
 
 from . import dedup
@@ -195,16 +195,55 @@ def batches(ids: list[int], size: int | None = None) -> Iterator[list[int]]:
         yield ids[start:start + size]
 
 
-def enqueue_images(image_ids: Iterable[int]) -> None:
-    """Send the images to the workers in batches of FACEINDEX_BATCH_SIZE."""
+def enqueue_images(image_ids: Iterable[int]) -> int:
+    """Send the images to the workers in batches of FACEINDEX_BATCH_SIZE; returns how many were sent.
+
+    With the broker unreachable the images stay saved with ``queued_at`` unset:
+    that is the outbox, which the workers' outbox sweep sends once the broker
+    answers again (send_outbox). The caller's request still succeeds.
+    """
     from workers.celery_app import app
 
     ids = list(image_ids)
     if not ids:
-        return
+        return 0
     Image.objects.filter(id__in=ids).update(queued_at=timezone.now())  # before the sends: the sweep reads it
+    sent = 0
     for batch in batches(ids):
-        app.send_task("faceindex.process_batch", args=[batch])
+        try:
+            app.send_task("faceindex.process_batch", args=[batch])
+        except Exception as exc:
+            if not outages.is_outage(exc):
+                raise
+            unsent = ids[sent:]
+            Image.objects.filter(id__in=unsent, status=Image.Status.PENDING).update(queued_at=None)
+            log.warning("broker unreachable (%s): %d images wait in the outbox", exc, len(unsent))
+            return sent
+        sent += len(batch)
+    return sent
+
+
+def send_outbox(*, min_age_s: float | None = None) -> int:
+    """Send PENDING images of live jobs that were never queued (their send failed).
+
+    Cheap enough to run every few seconds: one indexed query on the database,
+    nothing read from the broker. ``min_age_s`` leaves a just-committed job to
+    its own on-commit send (a second send would only cost a skip).
+    """
+    min_age_s = settings.FACEINDEX_OUTBOX_MIN_AGE_S if min_age_s is None else min_age_s
+    cutoff = timezone.now() - timedelta(seconds=min_age_s)
+    ids = list(
+        Image.objects.filter(status=Image.Status.PENDING, queued_at__isnull=True, created_at__lt=cutoff,
+                             job__status__in=(Job.Status.PENDING, Job.Status.RUNNING))
+        .order_by("id").values_list("id", flat=True)[:IMPORT_CHUNK * 10]
+    )
+    if not ids:
+        return 0
+    log.warning("outbox: sending %d images whose first send failed", len(ids))
+    sent = 0
+    for start in range(0, len(ids), IMPORT_CHUNK):
+        sent += enqueue_images(ids[start:start + IMPORT_CHUNK])
+    return sent
 
 
 def enqueue_job(job_id: int) -> int:

@@ -94,6 +94,17 @@ def refused_target(url: str) -> str:
     return ""
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx is the answer, never followed: the next hop's address was never checked
+    (refused_target), so a public URL could bounce the POST into the service's network."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError with the 3xx
+
+
+_opener = urllib.request.build_opener(_RefuseRedirects)
+
+
 def sweep_missed(*, min_age_s: float) -> int:
     """Catch up on webhooks a crash or a broker outage dropped; returns how many were (re)sent.
 
@@ -144,10 +155,13 @@ def attempt(delivery_id: int) -> float | None:
         error = refused
     else:
         try:
-            with urllib.request.urlopen(request, timeout=settings.FACEINDEX_WEBHOOK_TIMEOUT_S) as response:
+            with _opener.open(request, timeout=settings.FACEINDEX_WEBHOOK_TIMEOUT_S) as response:
                 status_code = response.status
         except urllib.error.HTTPError as exc:
             status_code, error = exc.code, f"HTTP {exc.code}"
+            if 300 <= exc.code < 400:
+                # Final, like a refused target: retrying would get the same redirect.
+                refused = error = f"redirect_not_followed: HTTP {exc.code} to {exc.headers.get('Location', '?')}"
         except (urllib.error.URLError, OSError) as exc:
             error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
     ok = status_code is not None and 200 <= status_code < 300

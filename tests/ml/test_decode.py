@@ -79,6 +79,19 @@ def test_exif_orientation_is_applied_and_metadata_read():
     assert decoded.gps == pytest.approx((59 + 20 / 60, 18 + 3 / 60 + 36 / 3600))
 
 
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_formats_decode_with_their_orientation(fmt):
+    """HEIC (iPhones) and AVIF: decoded, turned upright like a JPEG with the same EXIF orientation."""
+    rgb = np.zeros((40, 100, 3), np.uint8)
+    rgb[:, :10] = (255, 0, 0)  # a red stripe on the stored image's left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    decoded = decode_image(encode(Image.fromarray(rgb), fmt, quality=90, exif=exif.tobytes()))
+    assert decoded.format == fmt
+    assert (decoded.width, decoded.height) == (40, 100)  # portrait after rotation, turned once only
+    assert decoded.pixels[2, 20, 2] > 180 and decoded.pixels[-3, 20, 2] < 80  # stripe now on top
+
+
 def test_image_without_exif_has_no_metadata():
     decoded = decode_image(encode(Image.fromarray(_gradient()), "PNG"))
     assert decoded.taken_at is None and decoded.gps is None

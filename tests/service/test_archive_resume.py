@@ -43,7 +43,9 @@ def test_redis_restart_mid_job_loses_and_repeats_nothing(api, sample_archive, ce
     deadline = time.monotonic() + 30
     while not test_stack.redis.healthy() and time.monotonic() < deadline:
         time.sleep(0.1)
+    back_at = time.monotonic()
     wait_for_job(api, job_id, timeout=180)
+    assert time.monotonic() - back_at <= 60, "the job took longer than 60 s after Redis was back"
     _assert_each_image_indexed_exactly_once(job_id, 24)
     celery_worker_process.wait_idle()
 

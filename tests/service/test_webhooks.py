@@ -109,6 +109,43 @@ def test_webhooks_to_the_services_own_network_are_refused_unless_allowed(api, re
     assert webhooks.refused_target("http://169.254.169.254/latest/meta-data") != ""
 
 
+def test_a_webhook_that_answers_a_redirect_is_not_followed(api, receiver):
+    """A public URL answering 302 to an internal address must not get the POST delivered there."""
+    from backend.jobs import webhooks
+    from backend.jobs.models import Job, WebhookDelivery
+
+    redirects = []
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self):
+            redirects.append(self.path)
+            self.send_response(self.path == "/307" and 307 or 302)
+            self.send_header("Location", f"{receiver.url}/internal")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    redirector = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=redirector.serve_forever, daemon=True).start()
+    try:
+        job = Job.objects.create(owner=api.user, status=Job.Status.COMPLETED)
+        for code in ("302", "307"):
+            delivery = WebhookDelivery.objects.create(
+                owner=api.user, job=job, event=f"job.completed.{code}",
+                url=f"http://127.0.0.1:{redirector.server_address[1]}/{code}", payload={"event": "job.completed"})
+            assert webhooks.attempt(delivery.pk) is None  # final: a retry would meet the same redirect
+            delivery.refresh_from_db()
+            assert delivery.status == WebhookDelivery.Status.FAILED
+            assert delivery.attempts[0]["status_code"] == int(code)
+            assert delivery.attempts[0]["error"].startswith("redirect_not_followed")
+    finally:
+        redirector.shutdown()
+    assert redirects == ["/302", "/307"]
+    assert receiver.requests == []  # nothing reached the redirect's target
+
+
 def test_a_webhook_dropped_before_it_was_recorded_is_caught_up_by_the_sweep(api, receiver):
     from datetime import timedelta
 

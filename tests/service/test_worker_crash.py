@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -43,7 +44,9 @@ def test_sigkill_mid_job_then_restart_completes_every_image_exactly_once(api, sa
     assert interrupted.status == Job.Status.RUNNING and interrupted.done_images < interrupted.total_images
 
     celery_worker_process.start()
+    back_at = time.monotonic()
     job = wait_for_job(api, job_id, timeout=240)
+    assert time.monotonic() - back_at <= 60, "the job took longer than 60 s after the worker was back"
 
     assert job["status"] == "completed"
     assert (job["processed_images"], job["failed_images"]) == (len(files), 0)

@@ -4,7 +4,9 @@ No Django here: the stack must work before the app exists.
 """
 from __future__ import annotations
 
+import http.client
 import io
+import os
 import shutil
 import signal
 import socket
@@ -22,7 +24,8 @@ from deploy.ports import StackPorts
 from deploy.processes import REPO_ROOT
 from deploy.stack import Stack
 
-SELF_TEST_PORT_BASE = 15600  # neither the demo's (15400) nor the test stack's (15500)
+# Beside the test stack's port set (default 15500 + 60), clear of it, the demo's (15400) and a demo at base + 100.
+SELF_TEST_PORT_BASE = int(os.environ.get("FACEINDEX_TEST_PORT_BASE") or 15500) + 60
 # Under the repo's var/, not pytest's tmp dir: as root, PostgreSQL runs as its
 # own user, and pytest re-closes its temp root (0700) whenever any session starts.
 SELF_TEST_VAR_DIR = REPO_ROOT / "var" / "stack-selftest"
@@ -87,6 +90,53 @@ def test_s3_stores_objects_and_refuses_wrong_credentials(stack):
     with pytest.raises(urllib.error.HTTPError) as anonymous:
         urllib.request.urlopen(f"http://{env['S3_ENDPOINT']}/{env['S3_BUCKET']}/2026/01/02/a.txt", timeout=5)
     assert anonymous.value.code == 403
+
+
+def _anonymous(port: int, method: str, path: str) -> tuple[int, bytes]:
+    """(status, body) of an unauthenticated request; (0, b"") where the port speaks no HTTP."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, response.read(1_000_000)
+    except (OSError, http.client.HTTPException):
+        return 0, b""
+    finally:
+        connection.close()
+
+
+def test_no_port_of_the_stack_serves_lists_or_deletes_stored_objects_without_credentials(stack):
+    """weed mini's filer and volume ports used to serve every owner's photos to anyone on 127.0.0.1."""
+    bucket, key = stack.s3.bucket, "7/crops/35/0.jpg"
+    secret = b"\xff\xd8private-face-crop-" + os.urandom(16).hex().encode()
+    client = stack.s3.client()
+    client.put_object(bucket, key, io.BytesIO(secret), len(secret))
+    paths = [f"/buckets/{bucket}/{key}", f"/{bucket}/{key}", f"/{key}", f"/buckets/{bucket}/", f"/buckets/{bucket}/7/",
+             f"/{bucket}/", "/buckets/", "/?pretty=y", f"/buckets/{bucket}/{key}?metadata=true"]
+    # Volume ids are small integers: a volume server without keys answers a fid-shaped path
+    # with 404 (no such needle) and serves real ones; with keys every read needs a token (401).
+    fids = [f"/{volume},0123456789abcdef" for volume in range(1, 8)]
+    ports = [port for port in stack.ports.all() if port not in (stack.ports.postgres, stack.ports.redis)]
+    answering = 0
+    for port in ports:
+        for path in paths + fids:
+            status, body = _anonymous(port, "GET", path)
+            answering += status != 0
+            assert secret not in body, f"127.0.0.1:{port}{path} served the object to an anonymous request"
+            if "crops" not in path:  # an error may echo the path asked for; a listing names what is stored
+                assert b"crops" not in body, f"127.0.0.1:{port}{path} listed the bucket"
+        for method in ("DELETE", "PUT", "POST"):
+            _anonymous(port, method, f"/buckets/{bucket}/{key}")
+            _anonymous(port, method, f"/{bucket}/{key}")
+    assert answering > 0  # the probes reached HTTP servers at all
+    for path in fids:  # the volume server wants a token before it looks a needle up
+        assert _anonymous(stack.ports.volume, "GET", path)[0] == 401, path
+    response = client.get_object(bucket, key)
+    try:
+        assert response.read() == secret  # nothing deleted or overwritten
+    finally:
+        response.close()
+        response.release_conn()
 
 
 def test_start_is_idempotent(stack):

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('gallery', '0005_face_placed_at'),
+        ('gallery', '0006_background_enrollment'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
