@@ -256,7 +256,9 @@ def test_retinaface_landmarks_on_yunet_boxes(pipeline, group_photo):
     hybrid = FacePipeline.from_manifest(landmarks="retinaface-mobilenet")
     assert hybrid.detector_id == pipeline.detector_id and hybrid.landmarker_id == "retinaface-mobilenet"
     retina = FacePipeline.from_manifest(detector="retinaface-mobilenet").detect(group_photo)
-    plain, refined = pipeline.detect(group_photo), hybrid.detect(group_photo)
+    yunet_only = FacePipeline.from_manifest(landmarks="")
+    assert yunet_only.landmarker is None
+    plain, refined = yunet_only.detect(group_photo), hybrid.detect(group_photo)
     assert [f.box for f in refined] == [f.box for f in plain]  # YuNet's boxes and scores stay
     for face, before in zip(refined, plain):
         # the landmarks are RetinaFace's own for that face (found again in the region around the box)
