@@ -70,12 +70,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--detector")
     parser.add_argument("--recognizer")
-    parser.add_argument("--landmarks", help="second detector for landmarks ('' = none; default: the manifest's)")
     parser.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
                         help="default: the manifest's flip_tta")
     args = parser.parse_args()
     pipeline = FacePipeline.from_manifest(detector=args.detector, recognizer=args.recognizer,
-                                          flip_tta=args.flip_tta, landmarks=args.landmarks)
+                                          flip_tta=args.flip_tta)
     rows = [bench(pipeline, n, args.repeats) for n in args.threads]
     print(f"detector={pipeline.detector_id} recognizer={pipeline.recognizer_id} flip_tta={pipeline.flip_tta}")
     print(f"{'threads':>7} {'detect ms/640x480':>18} {'embed ms/face':>14} {'batched faces/s':>16} {'process ms (6 faces)':>21}")

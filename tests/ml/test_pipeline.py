@@ -45,9 +45,8 @@ def test_alignment_puts_landmarks_on_the_template(pipeline, group_photo):
     assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8
     matrix = similarity_transform(face.landmarks)
     mapped = face.landmarks @ matrix[:, :2].T + matrix[:, 2]
-    # A similarity transform cannot undo head turn; least squares over all five
-    # points spreads that residual over the eyes too (3.6 px on this face).
-    assert np.abs(mapped[:2] - ARCFACE_TEMPLATE[:2]).max() < 4.5
+    # A similarity transform cannot undo head turn, so the nose and mouth keep some residual.
+    assert np.abs(mapped[:2] - ARCFACE_TEMPLATE[:2]).max() < 3.0
     assert np.linalg.norm(mapped - ARCFACE_TEMPLATE, axis=1).mean() < 6.0
 
 
@@ -257,9 +256,7 @@ def test_retinaface_landmarks_on_yunet_boxes(pipeline, group_photo):
     hybrid = FacePipeline.from_manifest(landmarks="retinaface-mobilenet")
     assert hybrid.detector_id == pipeline.detector_id and hybrid.landmarker_id == "retinaface-mobilenet"
     retina = FacePipeline.from_manifest(detector="retinaface-mobilenet").detect(group_photo)
-    yunet_only = FacePipeline.from_manifest(landmarks="")
-    assert yunet_only.landmarker is None
-    plain, refined = yunet_only.detect(group_photo), hybrid.detect(group_photo)
+    plain, refined = pipeline.detect(group_photo), hybrid.detect(group_photo)
     assert [f.box for f in refined] == [f.box for f in plain]  # YuNet's boxes and scores stay
     for face, before in zip(refined, plain):
         # the landmarks are RetinaFace's own for that face (found again in the region around the box)
