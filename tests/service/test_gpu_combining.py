@@ -83,3 +83,25 @@ def test_a_worker_killed_holding_combined_messages_loses_nothing_after_restart(a
         wait_for_job(api, job_id, timeout=240)
     for job_id in job_ids:
         assert_each_image_indexed_exactly_once(job_id, PER_JOB)
+
+
+def test_only_first_attempts_of_batch_tasks_due_now_are_combined():
+    import redis
+    from celery import current_app
+    from django.conf import settings
+
+    from backend.jobs.broker import combinable
+    from backend.jobs.queueing import LIST_SOURCE_TASK, PROCESS_BATCH_TASK
+
+    queue = "faceindex.test-combining"  # no worker reads it
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.delete(queue)
+    try:
+        current_app.send_task(PROCESS_BATCH_TASK, args=[[1, 2]], queue=queue, task_id="first")
+        current_app.send_task(PROCESS_BATCH_TASK, args=[[3]], queue=queue, retries=1)
+        current_app.send_task(PROCESS_BATCH_TASK, args=[[4]], queue=queue, countdown=60)
+        current_app.send_task(LIST_SOURCE_TASK, args=[5, "token"], queue=queue)
+        oldest_first = client.lrange(queue, 0, -1)[::-1]
+        assert [combinable(raw) for raw in oldest_first] == [("first", [1, 2]), None, None, None]
+    finally:
+        client.delete(queue)
