@@ -227,7 +227,7 @@ TUNABLES = [
     Tunable("FACEINDEX_TARGET_FPIR", float, 0.01, "open-set target: share of never-enrolled people's faces that may be named as someone; thresholds follow from it and the gallery's size"),
     Tunable("FACEINDEX_DETECTOR", str, "", "detector id in weights/manifest.toml (empty: the manifest's default)"),
     Tunable("FACEINDEX_RECOGNIZER", str, "", "recognizer id in weights/manifest.toml (empty: the default; its width must match the gallery)"),
-    Tunable("FACEINDEX_DEVICE", str, "auto", "where the face models run: auto (a CUDA GPU if there is one), cpu, cuda or cuda:<i>"),
+    Tunable("FACEINDEX_DEVICE", str, "auto", "where the face models run: auto (a CUDA GPU if there is one), cpu, cuda or cuda:<i>; torch-cpu: the GPU worker's path on the CPU (tests)"),
     # Unknown-face clustering (why these values: backend/gallery/clustering.py).
     Tunable("FACEINDEX_CLUSTER_SIMILARITY", float, 0.45, "cosine similarity linking two unknown faces into one cluster"),
     Tunable("FACEINDEX_CLUSTER_NEIGHBOURS", int, 10, "nearest unknown faces looked at per new face"),
@@ -245,6 +245,8 @@ TUNABLES = [
     # Workers.
     Tunable("FACEINDEX_BATCH_SIZE", int, 8, "images per CPU worker task (faces embedded in one call)"),
     Tunable("FACEINDEX_GPU_BATCH_SIZE", int, 64, "images per task while a GPU worker is alive (they go to its queue)"),
+    Tunable("FACEINDEX_GPU_BATCH_IMAGES", int, 64, "a GPU worker combines waiting messages into one device batch of up to this many images"),
+    Tunable("FACEINDEX_GPU_BATCH_WAIT_MS", int, 50, "how long a GPU worker waits for more messages to fill a batch (ms)"),
     Tunable("FACEINDEX_WORKER_THREADS", int, 0, "threads per worker process for OpenCV/BLAS/torch (0: one per core)"),
     # Sweeps (celery beat runs them): lost messages, stalled listings, missed webhooks.
     Tunable("FACEINDEX_SWEEP_INTERVAL_S", int, 300, "seconds between sweeps (beat's schedule; 0: no periodic sweep)"),
