@@ -63,7 +63,8 @@ def _face_pool(enroll_names: set[str]) -> list[tuple[str | None, np.ndarray]]:
     """(identity or None for a stranger, face tile with context) from package images."""
     from deploy.sample_archive import T1_GUESTS, _crop_with_margin
     from ml.package_images import astronaut_bgr, read_package_image
-    from ml.pipeline import FacePipeline, _iou
+    from ml.pipeline import FacePipeline
+    from ml.subject import iou as _iou
 
     pipeline = FacePipeline.from_manifest()
     group = read_package_image("t1.jpg")

@@ -70,7 +70,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--detector")
     parser.add_argument("--recognizer")
-    parser.add_argument("--flip-tta", action="store_true", default=None)
+    parser.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="default: the manifest's flip_tta")
     args = parser.parse_args()
     pipeline = FacePipeline.from_manifest(detector=args.detector, recognizer=args.recognizer,
                                           flip_tta=args.flip_tta)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from ml.align import align_face, template_landmarks_for_box
+from ml.openset import ImpostorTail
 from ml.quality import face_quality
+from ml.subject import iou
 from ml.types import DetectedFace, EmbeddedFace
 
 # embed_box looks for the face in the user's box enlarged by this factor.
@@ -14,7 +16,8 @@ BOX_SEARCH_MARGIN = 1.6
 class FacePipeline:
     def __init__(self, detector, recognizer, *, detector_id: str, recognizer_id: str,
                  embedding_dim: int, threshold: float, thresholds: dict[str, float],
-                 flip_tta: bool = False):
+                 flip_tta: bool = False, impostor_tail: ImpostorTail | None = None,
+                 landmarker=None, landmarker_id: str | None = None):
         self.detector = detector
         self.recognizer = recognizer
         self.detector_id = detector_id
@@ -23,10 +26,15 @@ class FacePipeline:
         self.threshold = threshold
         self.thresholds = dict(thresholds)
         self.flip_tta = flip_tta
+        # Per-pair impostor score tail (manifest impostor_tail): open-set thresholds.
+        self.impostor_tail = impostor_tail
+        # Optional second detector whose landmarks replace the first's (boxes stay).
+        self.landmarker = landmarker
+        self.landmarker_id = landmarker_id
 
     @classmethod
     def from_manifest(cls, *, detector: str | None = None, recognizer: str | None = None,
-                      flip_tta: bool | None = None) -> "FacePipeline":
+                      flip_tta: bool | None = None, landmarks: str | None = None) -> "FacePipeline":
         """Build from weights/manifest.toml; None means the manifest's default."""
         import weights
         from ml.detectors import load_detector
@@ -36,6 +44,8 @@ class FacePipeline:
         recognizer_id = recognizer or weights.default_model_id("recognizer")
         if flip_tta is None:
             flip_tta = bool(weights.load_manifest()["defaults"].get("flip_tta", False))
+        if landmarks is None:
+            landmarks = weights.load_manifest()["defaults"].get("landmarks", "")
         entry = weights.model_entry(recognizer_id)
         # Thresholds belong to a recognizer *with* its alignment and TTA setting;
         # a manifest may give per-setting overrides under options.
@@ -43,17 +53,45 @@ class FacePipeline:
         threshold = entry.default_threshold
         if threshold is None:
             raise ValueError(f"manifest gives no default_threshold for {recognizer_id!r}")
+        tail = entry.options.get("impostor_tail")
         rec = load_recognizer(recognizer_id)
         return cls(
             load_detector(detector_id), rec,
             detector_id=detector_id, recognizer_id=recognizer_id,
             embedding_dim=rec.embedding_dim, threshold=float(threshold),
             thresholds={k: float(v) for k, v in thresholds.items()}, flip_tta=flip_tta,
+            impostor_tail=ImpostorTail.from_table(tail) if tail else None,
+            landmarker=load_detector(landmarks) if landmarks and landmarks != detector_id else None,
+            landmarker_id=landmarks or None,
         )
 
     def detect(self, img: np.ndarray) -> list[DetectedFace]:
         """Faces in a BGR image, best score first; boxes and landmarks in its pixels."""
-        return self.detector.detect(_as_bgr(img))
+        img = _as_bgr(img)
+        faces = self.detector.detect(img)
+        if self.landmarker is not None:
+            faces = [self._refined(img, face) for face in faces]
+        return faces
+
+    def _refined(self, img: np.ndarray, face: DetectedFace) -> DetectedFace:
+        """The face with the landmarker's landmarks, found in the region around its box (else as it was)."""
+        x, y, w, h = face.box
+        height, width = img.shape[:2]
+        half = max(w, h) * BOX_SEARCH_MARGIN / 2
+        cx, cy = x + w / 2, y + h / 2
+        x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
+        x1, y1 = int(min(width, cx + half + 1)), int(min(height, cy + half + 1))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return face
+        best, best_iou = None, 0.3
+        for found in self.landmarker.detect(img[y0:y1, x0:x1]):
+            moved = (found.box[0] + x0, found.box[1] + y0, found.box[2], found.box[3])
+            overlap = iou(moved, face.box)
+            if overlap >= best_iou:
+                best, best_iou = found, overlap
+        if best is None:
+            return face
+        return DetectedFace(box=face.box, landmarks=best.landmarks + np.float32([x0, y0]), score=face.score)
 
     def align(self, img: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return align_face(_as_bgr(img), landmarks)
@@ -118,9 +156,9 @@ class FacePipeline:
             centre_x, centre_y = moved[0] + fw / 2, moved[1] + fh / 2
             if not (x <= centre_x <= x + w and y <= centre_y <= y + h):
                 continue
-            iou = _iou(moved, (x, y, w, h))
-            if iou > best_iou:
-                best_iou = iou
+            overlap = iou(moved, (x, y, w, h))
+            if overlap > best_iou:
+                best_iou = overlap
                 best = DetectedFace(box=moved, landmarks=face.landmarks + np.float32([x0, y0]),
                                     score=face.score)
         return best
@@ -149,11 +187,3 @@ def _as_bgr(img: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an HxWx3 BGR image, got shape {img.shape}")
     return img
 
-
-def _iou(a, b) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw = max(0.0, min(ax1, bx1) - max(a[0], b[0]))
-    ih = max(0.0, min(ay1, by1) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0

@@ -31,6 +31,7 @@ urlpatterns = [
     path("images/<int:image_id>/faces", gallery.ImageTagFaceApi.as_view(), name="image-tag-face"),
     path("verify", gallery.VerifyApi.as_view(), name="verify"),
     path("search", gallery.SearchApi.as_view(), name="search"),
+    path("matching-policy", gallery.MatchingPolicyApi.as_view(), name="matching-policy"),
     path("clusters", gallery.ClusterListApi.as_view(), name="clusters"),
     path("clusters/<int:cluster_id>", gallery.ClusterDetailApi.as_view(), name="cluster-detail"),
     path("clusters/<int:cluster_id>/name", gallery.ClusterNameApi.as_view(), name="cluster-name"),

@@ -229,6 +229,7 @@ TUNABLES = [
     Tunable("FACEINDEX_MATCH_CANDIDATES", int, 20, "nearest templates pulled from the HNSW index per face"),
     Tunable("FACEINDEX_HNSW_EF_SEARCH", int, 100, "pgvector hnsw.ef_search: recall/speed of the nearest-template search"),
     Tunable("FACEINDEX_AMBIGUITY_MARGIN", float, 0.03, "the best identity must beat the runner-up by this much, else the face stays unknown"),
+    Tunable("FACEINDEX_TARGET_FPIR", float, 0.01, "open-set target: share of never-enrolled people's faces that may be named as someone; thresholds follow from it and the gallery's size"),
     Tunable("FACEINDEX_DETECTOR", str, "", "detector id in weights/manifest.toml (empty: the manifest's default)"),
     Tunable("FACEINDEX_RECOGNIZER", str, "", "recognizer id in weights/manifest.toml (empty: the default; its width must match the gallery)"),
     Tunable("FACEINDEX_DEVICE", str, "auto", "where the face models run: auto (a CUDA GPU if there is one), cpu, cuda or cuda:<i>"),

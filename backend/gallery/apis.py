@@ -64,11 +64,17 @@ class IdentityEnrollApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(request={"multipart/form-data": {"type": "object", "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "box": {"type": "string", "description": "x,y,width,height of the face to enroll (one photo only)"}}}},
         responses={201: OpenApiTypes.OBJECT, 202: EnrollmentSerializer, 422: OpenApiTypes.OBJECT})
     def post(self, request, identity_id: int):
+        """Enroll each photo's subject (the clearly largest face); other faces are ignored and listed.
+
+        A photo with no dominant face is refused with code no_dominant_face and
+        the boxes found; send it again with one of them as ``box``.
+        """
         identity = services.get_identity(owner=request.user, identity_id=identity_id)
-        summary = services.enroll(identity=identity, uploads=uploads_from_request(request))
+        summary = services.enroll(identity=identity, uploads=uploads_from_request(request), box=request.data.get("box"))
         if isinstance(summary, Enrollment):  # too many images for one request: a worker enrolls them
             return Response(EnrollmentSerializer(summary).data, status=status.HTTP_202_ACCEPTED,
                             headers={"Location": f"/api/v1/enrollments/{summary.pk}"})
@@ -76,14 +82,16 @@ class IdentityEnrollApi(APIView):
             "identity": IdentitySerializer(identity).data,
             "enrolled": summary.enrolled,
             "results": [
-                {"name": r.name, "template_id": r.template_id, "faces_found": r.faces_found, "error": r.error}
+                {"name": r.name, "template_id": r.template_id, "faces_found": r.faces_found, "box": r.box,
+                 "ignored_boxes": r.ignored_boxes, "error": r.error}
                 for r in summary.results
             ],
         }
         code = status.HTTP_201_CREATED if summary.enrolled else status.HTTP_422_UNPROCESSABLE_ENTITY
         if not summary.enrolled:
             first = next((r.error for r in summary.results if r.error), {"code": "no_face", "message": "nothing enrolled"})
-            body["error"] = {"code": first["code"], "message": f"no image could be enrolled: {first['message']}", "field": "files"}
+            body["error"] = {"code": first["code"], "message": f"no image could be enrolled: {first['message']}",
+                             "field": first.get("field", "files")}
         return Response(body, status=code)
 
 
@@ -260,3 +268,15 @@ class ClusterFaceApi(APIView):
     def delete(self, request, cluster_id: int, face_id: int):
         face = clustering.remove_from_cluster(owner=request.user, cluster_id=cluster_id, face_id=face_id)
         return Response(FaceSerializer(Face.objects.select_related("identity", "image").get(pk=face.pk)).data)
+
+
+class MatchingPolicyApi(APIView):
+    def get(self, request):
+        """The open-set target FPIR (owner's or deployment's) and the thresholds it gives now."""
+        return Response(services.matching_policy(owner=request.user))
+
+    def put(self, request):
+        """{"target_fpir": 0.01}, or null to fall back to the deployment's FACEINDEX_TARGET_FPIR."""
+        if "target_fpir" not in request.data:
+            raise ServiceError("invalid", "give target_fpir (a number, or null)", field="target_fpir")
+        return Response(services.set_matching_policy(owner=request.user, target_fpir=request.data["target_fpir"]))

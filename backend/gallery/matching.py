@@ -1,11 +1,14 @@
 """Matching a face embedding against an owner's gallery of enrollment templates.
 
-Rule (documented in README): pull the K nearest templates of this owner from the
-HNSW index (cosine), score each identity by its best template, ignore
-identities the face was marked "not this person" for, and accept the best
-identity when its score is at least the model's threshold (weights manifest)
-and beats the runner-up identity by the ambiguity margin. Otherwise the face is
-unknown.
+Rule (documented in docs/gallery.md): pull the K nearest templates of this
+owner from the HNSW index (cosine), score each identity by its best template,
+ignore identities the face was marked "not this person" for, and accept the
+best identity when its score reaches the owner's open-set threshold
+(``match_rule``). That threshold comes from a target false-positive
+identification rate (FPIR, FACEINDEX_TARGET_FPIR) and the number of templates
+the face is compared with, through the recognizer's impostor tail
+(ml.openset): every enrollment raises it a little, so a growing gallery does
+not name more strangers. Otherwise the face is unknown.
 """
 from __future__ import annotations
 
@@ -14,10 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 from django.db import connection
+from django.db.models import Count, Q
+
+from ml.openset import openset_threshold
 
 from backend.core.pipeline import get_pipeline
 
-from .models import Template
+from .models import MatchingPolicy, Template
 
 
 @dataclass(frozen=True)
@@ -37,8 +43,54 @@ def configure_vector_search() -> None:
                        "SET LOCAL hnsw.iterative_scan = relaxed_order")
 
 
-def match_threshold() -> float:
-    return float(get_pipeline().threshold)
+@dataclass(frozen=True)
+class MatchRule:
+    """Thresholds of one owner's gallery as it stands: bare probes meet bare templates only."""
+
+    threshold: float
+    masked_threshold: float
+    target_fpir: float
+    templates: int
+    masked_templates: int
+
+    def threshold_for(self, probe_masked: bool) -> float:
+        return self.masked_threshold if probe_masked else self.threshold
+
+    @property
+    def lowest(self) -> float:
+        return min(self.threshold, self.masked_threshold)
+
+
+def threshold_for_gallery(comparisons: int, *, target_fpir: float | None = None) -> float:
+    """The open-set threshold for a probe compared with ``comparisons`` templates.
+
+    Never below the recognizer's pair threshold (manifest default_threshold):
+    a tiny gallery is not matched more loosely than a 1:1 comparison.
+    """
+    pipeline = get_pipeline()
+    target = settings.FACEINDEX_TARGET_FPIR if target_fpir is None else target_fpir
+    if pipeline.impostor_tail is None:
+        return float(pipeline.threshold)
+    return openset_threshold(pipeline.impostor_tail, target_fpir=target, comparisons=comparisons,
+                             floor=float(pipeline.threshold))
+
+
+def owner_target_fpir(owner_id: int) -> float:
+    """The owner's own target (MatchingPolicy) or the deployment's."""
+    own = MatchingPolicy.objects.filter(owner_id=owner_id).values_list("target_fpir", flat=True).first()
+    return settings.FACEINDEX_TARGET_FPIR if own is None else float(own)
+
+
+def match_rule(owner_id: int, *, target_fpir: float | None = None) -> MatchRule:
+    """The owner's thresholds now, from how many templates a probe is compared with."""
+    target = owner_target_fpir(owner_id) if target_fpir is None else target_fpir
+    counts = Template.objects.filter(owner_id=owner_id).aggregate(
+        all=Count("id"), bare=Count("id", filter=Q(masked=False)))
+    return MatchRule(
+        threshold=threshold_for_gallery(counts["bare"], target_fpir=target),
+        masked_threshold=threshold_for_gallery(counts["all"], target_fpir=target),
+        target_fpir=target, templates=counts["bare"], masked_templates=counts["all"] - counts["bare"],
+    )
 
 
 def identity_scores(owner_id: int, embedding: np.ndarray, *, k: int | None = None, probe_masked: bool = False) -> dict[int, float]:
@@ -82,7 +134,10 @@ def identity_scores_batch(owner_id: int, embeddings, probes_masked, *, k: int | 
     return scores
 
 
-def decide(scores: dict[int, float], *, threshold: float, excluded: set[int] = frozenset()) -> Match:
+def decide(scores: dict[int, float], *, rule: MatchRule, probe_masked: bool = False,
+           excluded: set[int] = frozenset()) -> Match:
+    """The one matching decision: best identity if it reaches the rule's threshold for this probe."""
+    threshold = rule.threshold_for(probe_masked)
     ranked = sorted(((s, i) for i, s in scores.items() if i not in excluded), reverse=True)
     if not ranked:
         return Match(None, None)
@@ -97,8 +152,8 @@ def decide(scores: dict[int, float], *, threshold: float, excluded: set[int] = f
     return Match(best_identity, best_similarity, runner_up)
 
 
-def match_embedding(owner_id: int, embedding: np.ndarray, *, threshold: float | None = None,
+def match_embedding(owner_id: int, embedding: np.ndarray, *, rule: MatchRule | None = None,
                     excluded: set[int] = frozenset(), probe_masked: bool = False) -> Match:
-    threshold = match_threshold() if threshold is None else threshold
+    rule = match_rule(owner_id) if rule is None else rule
     scores = identity_scores(owner_id, embedding, probe_masked=probe_masked)
-    return decide(scores, threshold=threshold, excluded=excluded)
+    return decide(scores, rule=rule, probe_masked=probe_masked, excluded=excluded)

@@ -22,7 +22,7 @@ from .models import Face, Identity, Merge, Rejection, Template, UnknownCluster
 
 
 def merge_identities(*, owner, target_id: int, source_id: int) -> Merge:
-    threshold = matching.match_threshold()
+    rule = matching.match_rule(owner.pk)
     with transaction.atomic():
         locked = {i.pk: i for i in Identity.objects.select_for_update().filter(owner=owner, pk__in=[target_id, source_id])}
         for identity_id, field in ((target_id, "target_id"), (source_id, "source_id")):
@@ -55,9 +55,9 @@ def merge_identities(*, owner, target_id: int, source_id: int) -> Merge:
         affected = set(int(i) for i in merge.face_states)
         for template_id in merge.template_ids:
             embedding = Template.objects.values_list("embedding", flat=True).get(pk=template_id)
-            affected |= set(Face.objects.filter(pk__in=services.faces_near(owner.pk, embedding, threshold), identity__isnull=True)
+            affected |= set(Face.objects.filter(pk__in=services.faces_near(owner.pk, embedding, rule.lowest), identity__isnull=True)
                             .values_list("id", flat=True))
-        services.rematch_faces(owner.pk, affected, threshold=threshold, record=merge.face_states)
+        services.rematch_faces(owner.pk, affected, rule=rule, record=merge.face_states)
         source.delete()
         merge.save()
     return merge

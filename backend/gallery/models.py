@@ -215,3 +215,15 @@ class Enrollment(models.Model):
     @property
     def enrolled(self) -> int:
         return sum(1 for result in self.results if result.get("template_id"))
+
+
+class MatchingPolicy(models.Model):
+    """An owner's open-set matching target; without a row the deployment's FACEINDEX_TARGET_FPIR applies."""
+
+    owner = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="matching_policy")
+    # Share of never-enrolled people's faces that may be named as someone.
+    target_fpir = models.FloatField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "matching policies"

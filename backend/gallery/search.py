@@ -1,8 +1,9 @@
 """1:1 verification and 1:N search of uploaded photos against an owner's gallery.
 
-Scores are cosine similarities of SFace embeddings; the decision threshold is
-the model manifest's default (get_pipeline().threshold), the same one matching
-uses. 1:N search reads the HNSW indexes with hnsw.ef_search =
+Scores are cosine similarities of SFace embeddings. 1:1 verification uses the
+recognizer's pair threshold (manifest default_threshold, FAR 1e-3); 1:N search
+decides with matching.decide under the owner's open-set rule (match_rule), the
+same decision indexing makes. 1:N search reads the HNSW indexes with hnsw.ef_search =
 FACEINDEX_HNSW_EF_SEARCH (100; benchmarks/bench_search.py measures recall
 against an exact scan) and iterative scans, so the owner filter still returns k rows.
 """
@@ -97,7 +98,7 @@ def search(*, owner, probe: Upload, k: int = 5, all_faces: bool = False) -> dict
     """Top-k identities (per-identity best template) and top-k faces for the probe's largest face, or all faces."""
     if not 1 <= k <= MAX_K:
         raise ServiceError("invalid", f"k must be between 1 and {MAX_K}", field="k")
-    threshold = float(get_pipeline().threshold)
+    rule = matching.match_rule(owner.pk)
     faces = faces_in_upload(probe, field="file")
     if not all_faces:
         faces = faces[:1]
@@ -108,7 +109,8 @@ def search(*, owner, probe: Upload, k: int = 5, all_faces: bool = False) -> dict
             # Enough templates for k distinct identities in practice.
             scores = matching.identity_scores(owner.pk, face.embedding, k=max(settings.FACEINDEX_MATCH_CANDIDATES, 4 * k),
                                               probe_masked=face.masked)
-            decision = matching.decide(scores, threshold=threshold)
+            decision = matching.decide(scores, rule=rule, probe_masked=face.masked)
+            threshold = rule.threshold_for(face.masked)
             top = sorted(scores.items(), key=lambda item: -item[1])[:k]
             names = dict(Identity.objects.filter(pk__in=[i for i, _ in top]).values_list("id", "name"))
             results.append({
@@ -116,6 +118,7 @@ def search(*, owner, probe: Upload, k: int = 5, all_faces: bool = False) -> dict
                 "det_score": round(face.det_score, 4),
                 "mask": face.mask_state,
                 "match": {"id": decision.identity_id, "name": names.get(decision.identity_id)} if decision.identity_id else None,
+                "threshold": round(threshold, 4),
                 "identities": [{"id": i, "name": names[i], "similarity": round(s, 4), "above_threshold": s >= threshold}
                                for i, s in top],
                 "faces": [{
@@ -124,4 +127,4 @@ def search(*, owner, probe: Upload, k: int = 5, all_faces: bool = False) -> dict
                     "similarity": round(1.0 - float(f.distance), 4), "crop_url": presigned_url(f.crop_key),
                 } for f in _nearest_faces(owner.pk, face.embedding, k)],
             })
-    return {"threshold": threshold, "ef_search": settings.FACEINDEX_HNSW_EF_SEARCH, "k": k, "results": results}
+    return {"threshold": rule.threshold, "target_fpir": rule.target_fpir, "ef_search": settings.FACEINDEX_HNSW_EF_SEARCH, "k": k, "results": results}

@@ -32,7 +32,7 @@ from ml.errors import ImageDecodeError
 
 from . import clustering, matching
 from .attributes import describe_faces, is_masked, masked_template_embedding
-from .models import Enrollment, Face, Identity, Rejection, Template
+from .models import Enrollment, Face, Identity, MatchingPolicy, Rejection, Template
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class EnrollResult:
     template_id: int | None = None
     error: dict | None = None
     faces_found: int = 0
+    box: list[float] | None = None  # the enrolled face
+    ignored_boxes: list[list[float]] = field(default_factory=list)  # other faces in the photo, not enrolled
 
 
 @dataclass
@@ -94,12 +96,19 @@ def _template_crop_key(identity: Identity) -> str:
     return f"{identity.owner_id}/templates/{identity.pk}/{uuid.uuid4().hex}.jpg"
 
 
-def _enroll_blob(identity: Identity, name: str, sha256: str, data: bytes) -> tuple[EnrollResult, list[int]]:
-    """One image into one template (and its masked companion); returns the result and new template ids."""
+def _enroll_blob(identity: Identity, name: str, sha256: str, data: bytes, *,
+                 box=None) -> tuple[EnrollResult, list[int]]:
+    """One image's subject into one template (and its masked companion); returns the result and new template ids.
+
+    The subject is the dominant face (ml.subject); other faces are ignored and
+    reported. A photo where no face dominates is refused with the boxes found;
+    ``box`` (x, y, w, h) picks the face to enroll instead (a detected face it
+    overlaps, else the face inside the box, as when tagging a missed face).
+    """
     result = EnrollResult(name)
     source_key = f"sha256:{sha256}"
     existing = Template.objects.filter(identity=identity, source_key=source_key, masked=False).first()
-    if existing is not None:  # re-enrolling the same photo adds nothing
+    if existing is not None and box is None:  # re-enrolling the same photo adds nothing
         result.template_id, result.faces_found = existing.pk, 1
         return result, []
     try:
@@ -107,14 +116,15 @@ def _enroll_blob(identity: Identity, name: str, sha256: str, data: bytes) -> tup
     except ImageDecodeError as exc:
         result.error = {"code": exc.code, "message": str(exc)}
         return result, []
-    faces = get_pipeline().process(decoded.pixels)
+    pipeline = get_pipeline()
+    faces = pipeline.process(decoded.pixels)
     result.faces_found = len(faces)
-    if len(faces) != 1:
-        code = "no_face" if not faces else "multiple_faces"
-        message = "no face found" if not faces else f"{len(faces)} faces found; enrollment needs exactly one"
-        result.error = {"code": code, "message": message}
+    face = _enrollment_face(pipeline, decoded, faces, box, result)
+    if face is None:
         return result, []
-    face = faces[0]
+    if existing is not None and _same_face(existing, face):
+        result.template_id = existing.pk
+        return result, []
     key = _template_crop_key(identity)
     storage.put_bytes(key, encode_jpeg(face.crop), "image/jpeg")
     created = create_templates(identity, embedding=face.embedding, crop=face.crop, crop_key=key,
@@ -123,11 +133,11 @@ def _enroll_blob(identity: Identity, name: str, sha256: str, data: bytes) -> tup
     return result, [t.pk for t in created]
 
 
-def _enroll_blobs(identity: Identity, blobs) -> EnrollSummary:
+def _enroll_blobs(identity: Identity, blobs, *, box=None) -> EnrollSummary:
     summary = EnrollSummary(identity)
     new_template_ids: list[int] = []
     for blob in blobs:
-        result, created = _enroll_blob(identity, blob.name, blob.sha256, blob.data)
+        result, created = _enroll_blob(identity, blob.name, blob.sha256, blob.data, box=box)
         summary.results.append(result)
         new_template_ids += created
     if new_template_ids:
@@ -135,17 +145,30 @@ def _enroll_blobs(identity: Identity, blobs) -> EnrollSummary:
     return summary
 
 
-def enroll_from_uploads(*, identity: Identity, uploads: list[Upload]) -> EnrollSummary:
-    """Add one template per upload; each must show exactly one usable face."""
-    return _enroll_blobs(identity, (blob for upload in uploads
-                                    for blob in iter_upload(upload.name, upload.fileobj, upload.size)))
+def enroll_from_uploads(*, identity: Identity, uploads: list[Upload], box=None) -> EnrollSummary:
+    """Add one template per upload: its subject (see _enroll_blob); ``box`` only with one photo."""
+    blobs = (blob for upload in uploads for blob in iter_upload(upload.name, upload.fileobj, upload.size))
+    box = _enroll_box(box)
+    if box is not None:
+        blobs = _one_photo(blobs)
+    return _enroll_blobs(identity, blobs, box=box)
 
 
-def enroll(*, identity: Identity, uploads: list[Upload]) -> EnrollSummary | Enrollment:
+def _one_photo(blobs) -> list:
+    blobs = list(itertools.islice(blobs, 2))
+    if len(blobs) != 1:
+        raise ServiceError("invalid", "box picks a face in one photo; send exactly one photo with it", field="box")
+    return blobs
+
+
+def enroll(*, identity: Identity, uploads: list[Upload], box=None) -> EnrollSummary | Enrollment:
     """Enroll in this request when the uploads hold at most FACEINDEX_ENROLL_SYNC_MAX_FILES
     images; otherwise store them and return a background Enrollment (progress: GET /enrollments/{id})."""
     limit = settings.FACEINDEX_ENROLL_SYNC_MAX_FILES
     blobs = (blob for upload in uploads for blob in iter_upload(upload.name, upload.fileobj, upload.size))
+    box = _enroll_box(box)
+    if box is not None:
+        return _enroll_blobs(identity, _one_photo(blobs), box=box)
     first = []
     for blob in blobs:
         first.append(blob)
@@ -202,7 +225,8 @@ def run_enrollment(enrollment_id: int) -> Enrollment:
     for stored in enrollment.files[len(enrollment.results):]:
         result, _ = _enroll_blob(enrollment.identity, stored["name"], stored["sha256"], storage.get_bytes(stored["key"]))
         enrollment.results.append({"name": result.name, "template_id": result.template_id,
-                                   "faces_found": result.faces_found, "error": result.error})
+                                   "faces_found": result.faces_found, "box": result.box,
+                                   "ignored_boxes": result.ignored_boxes, "error": result.error})
         enrollment.save(update_fields=["results"])
     sources = {f"sha256:{stored['sha256']}" for stored in enrollment.files}
     template_ids = list(Template.objects.filter(identity=enrollment.identity, source_key__in=sources)
@@ -213,6 +237,60 @@ def run_enrollment(enrollment_id: int) -> Enrollment:
         if template_ids:
             schedule_rematch(enrollment.owner_id, template_ids=template_ids)
     return enrollment
+
+
+def _rounded_box(box) -> list[float]:
+    return [round(float(v), 1) for v in box]
+
+
+def _enroll_box(box) -> tuple[float, float, float, float] | None:
+    if box is None or box == "":
+        return None
+    if isinstance(box, str):
+        box = box.strip().strip("[]").split(",")
+    try:
+        x, y, w, h = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise ServiceError("invalid", "box must be x,y,width,height in pixels", field="box")
+    if w < 8 or h < 8 or x < 0 or y < 0:
+        raise ServiceError("invalid", "box must be at least 8x8 px, with x and y >= 0", field="box")
+    return (x, y, w, h)
+
+
+def _enrollment_face(pipeline, decoded, faces, box, result: EnrollResult):
+    """The face to enroll from one photo, or None with ``result.error`` set."""
+    from ml.subject import DOMINANCE_AREA_RATIO, dominant_face, face_in_box
+
+    boxes = [f.box for f in faces]
+    if box is not None:
+        if box[0] + box[2] > decoded.width + 1 or box[1] + box[3] > decoded.height + 1:
+            result.error = {"code": "invalid", "message": f"box must lie inside the {decoded.width}x{decoded.height} image",
+                            "field": "box"}
+            return None
+        chosen = face_in_box(boxes, box)
+        face = faces[chosen] if chosen is not None else pipeline.embed_box(decoded.pixels, box)
+    else:
+        if not faces:
+            result.error = {"code": "no_face", "message": "no face found"}
+            return None
+        chosen = dominant_face(boxes)
+        if chosen is None:
+            result.error = {
+                "code": "no_dominant_face",
+                "message": (f"{len(faces)} faces found and none is clearly the largest (area at least "
+                            f"{DOMINANCE_AREA_RATIO:g}x the next); send one of these boxes as 'box' to pick it"),
+                "boxes": [_rounded_box(b) for b in boxes],
+            }
+            return None
+        face = faces[chosen]
+    result.box = _rounded_box(face.box)
+    result.ignored_boxes = [_rounded_box(b) for i, b in enumerate(boxes) if i != chosen]
+    return face
+
+
+def _same_face(template: Template, face) -> bool:
+    """A re-enrollment of a photo's face already enrolled (same embedding up to rounding)."""
+    return float(np.dot(np.asarray(template.embedding, dtype=np.float32), face.embedding)) > 0.999
 
 
 def create_templates(identity: Identity, *, embedding, crop, crop_key: str, source_key: str,
@@ -269,7 +347,7 @@ def face_state(face: Face) -> list:
     return [face.identity_id, face.similarity, face.identity_locked, face.cluster_id]
 
 
-def rematch_faces(owner_id: int, face_ids, *, threshold: float, record: dict | None = None) -> tuple[int, list[int]]:
+def rematch_faces(owner_id: int, face_ids, *, rule: matching.MatchRule, record: dict | None = None) -> tuple[int, list[int]]:
     """Match faces again (inside a transaction with configure_vector_search).
 
     Faces a user placed (identity_locked) are left alone. A face that changes
@@ -279,7 +357,7 @@ def rematch_faces(owner_id: int, face_ids, *, threshold: float, record: dict | N
     changed, became_unknown = 0, []
     faces = Face.objects.filter(owner_id=owner_id, pk__in=list(face_ids), identity_locked=False)
     for face in faces.only("id", "embedding", "identity_id", "similarity", "identity_locked", "cluster_id", "mask_state").order_by("id"):
-        match = matching.match_embedding(owner_id, face.embedding, threshold=threshold, excluded=excluded_identities(face),
+        match = matching.match_embedding(owner_id, face.embedding, rule=rule, excluded=excluded_identities(face),
                                          probe_masked=is_masked(face.mask_state))
         if (match.identity_id, match.similarity) == (face.identity_id, face.similarity):
             continue
@@ -299,20 +377,25 @@ def rematch_faces(owner_id: int, face_ids, *, threshold: float, record: dict | N
 def rematch(*, owner_id: int, face_ids=None, template_ids=None, identity_ids=None) -> int:
     """Re-match faces a gallery change may affect; returns how many changed.
 
-    - new templates: faces within threshold of them (HNSW neighbours);
+    - new templates: faces within threshold of them (HNSW neighbours), and
+      faces whose match no longer reaches the threshold of the grown gallery
+      (every template raises it a little: the same rule as at indexing);
     - identity ids (deleted, merged, templates removed): faces assigned to them;
     - explicit face ids.
     Faces left unknown are then clustered with the other unknown faces.
     """
-    threshold = matching.match_threshold()
     with transaction.atomic():
         matching.configure_vector_search()
+        rule = matching.match_rule(owner_id)
         targets: set[int] = set(face_ids or [])
         if template_ids:
-            targets |= _faces_near_templates(owner_id, list(template_ids), threshold)
+            targets |= _faces_near_templates(owner_id, list(template_ids), rule.lowest)
+            targets |= set(Face.objects.filter(owner_id=owner_id, identity__isnull=False, identity_locked=False,
+                                               similarity__lt=max(rule.threshold, rule.masked_threshold))
+                           .values_list("id", flat=True))
         if identity_ids:
             targets |= set(Face.objects.filter(owner_id=owner_id, identity_id__in=identity_ids).values_list("id", flat=True))
-        changed, _ = rematch_faces(owner_id, targets, threshold=threshold)
+        changed, _ = rematch_faces(owner_id, targets, rule=rule)
         clustering.prune_clusters(owner_id)
     clustering.cluster_pending(owner_id)
     return changed
@@ -404,7 +487,7 @@ def reject_face(*, owner, face_id: int, identity_id: int | None = None) -> Face:
         if face.identity_id == identity.pk:
             Face.objects.filter(pk=face.pk).update(identity=None, similarity=None, identity_locked=False, cluster_checked=False)
         matching.configure_vector_search()
-        rematch_faces(owner.pk, [face.pk], threshold=matching.match_threshold())
+        rematch_faces(owner.pk, [face.pk], rule=matching.match_rule(owner.pk))
     face.refresh_from_db()
     if face.identity_id is None:
         clustering.cluster_faces(owner.pk, [face.pk])
@@ -488,3 +571,39 @@ def tag_face(*, owner, image_id: int, box, identity_id: int | None = None) -> Fa
         clustering.cluster_faces(owner.pk, [face.pk])
         face.refresh_from_db()
     return face
+
+
+# --- matching policy -----------------------------------------------------------------------------
+
+MIN_TARGET_FPIR, MAX_TARGET_FPIR = 1e-6, 0.5
+REMATCH_CHUNK = 5000  # face ids per background re-match task
+
+
+def matching_policy(*, owner) -> dict:
+    """The owner's open-set target and the thresholds it gives for the gallery as it stands."""
+    rule = matching.match_rule(owner.pk)
+    own = MatchingPolicy.objects.filter(owner=owner).exists()
+    return {"target_fpir": rule.target_fpir, "source": "owner" if own else "deployment",
+            "templates": rule.templates, "threshold": round(rule.threshold, 4),
+            "masked_threshold": round(rule.masked_threshold, 4)}
+
+
+def set_matching_policy(*, owner, target_fpir) -> dict:
+    """Set (or with None reset to the deployment's) the owner's target FPIR; faces are matched again."""
+    if target_fpir is None:
+        MatchingPolicy.objects.filter(owner=owner).delete()
+    else:
+        try:
+            target = float(target_fpir)
+        except (TypeError, ValueError):
+            raise ServiceError("invalid", "target_fpir must be a number", field="target_fpir")
+        if not MIN_TARGET_FPIR <= target <= MAX_TARGET_FPIR:
+            raise ServiceError("invalid", f"target_fpir must be between {MIN_TARGET_FPIR:g} and {MAX_TARGET_FPIR:g}",
+                               field="target_fpir")
+        MatchingPolicy.objects.update_or_create(owner=owner, defaults={"target_fpir": target})
+    with transaction.atomic():
+        # Every face the new threshold may decide differently: all that are not user-placed.
+        face_ids = list(Face.objects.filter(owner=owner, identity_locked=False).order_by("id").values_list("id", flat=True))
+        for start in range(0, len(face_ids), REMATCH_CHUNK):
+            schedule_rematch(owner.pk, face_ids=face_ids[start:start + REMATCH_CHUNK])
+    return matching_policy(owner=owner)

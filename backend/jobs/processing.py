@@ -107,7 +107,7 @@ def process_images(image_ids: list[int], *, worker_name: str) -> None:
         to_embed.append(work)
     to_embed = _detect_and_embed(to_embed)
     _describe(to_embed)
-    _write_batch(to_embed, worker_name=worker_name, threshold=get_pipeline().threshold)
+    _write_batch(to_embed, worker_name=worker_name)
     for work, _first in duplicates:
         if not _link_if_indexed(work, worker_name):
             # The first copy failed: this one fails for the same reason.
@@ -319,15 +319,14 @@ def _charge(batch: list[Work], stage: str, seconds: float) -> None:
         work.seconds[stage] += seconds * (len(work.faces) / faces if faces else 1 / len(batch))
 
 
-def _write_batch(batch: list[Work], *, worker_name: str, threshold: float) -> None:
+def _write_batch(batch: list[Work], *, worker_name: str) -> None:
     if not batch:
         return
     started = time.perf_counter()
     with _crops_uploading(batch) as crops_uploaded:
         try:
             with transaction.atomic():
-                _write_batch_rows(batch, worker_name=worker_name, threshold=threshold,
-                                  crops_uploaded=crops_uploaded, started=started)
+                _write_batch_rows(batch, worker_name=worker_name, crops_uploaded=crops_uploaded, started=started)
         except DatabaseError as exc:
             if outages.is_outage(exc):
                 raise  # the database is away, not one image's fault: the task waits it out
@@ -336,10 +335,10 @@ def _write_batch(batch: list[Work], *, worker_name: str, threshold: float) -> No
             log.warning("batch write of %d images failed; writing them one by one", len(batch), exc_info=True)
             crops_uploaded()
             for work in batch:
-                _write_faces(work, worker_name=worker_name, threshold=threshold)
+                _write_faces(work, worker_name=worker_name)
 
 
-def _write_batch_rows(batch: list[Work], *, worker_name: str, threshold: float, crops_uploaded, started: float) -> None:
+def _write_batch_rows(batch: list[Work], *, worker_name: str, crops_uploaded, started: float) -> None:
     """The whole batch in the caller's transaction: claims checked, links, matching, faces, counters.
 
     The crops upload meanwhile (``crops_uploaded`` waits for them); ``started``: when they began.
@@ -374,7 +373,8 @@ def _write_batch_rows(batch: list[Work], *, worker_name: str, threshold: float, 
         started = time.perf_counter()
         probes = [(face, attrs) for work in fresh for face, attrs in zip(work.faces, work.attributes)]
         scores = matching.identity_scores_batch(owner_id, [f.embedding for f, _ in probes], [a.masked for _, a in probes])
-        matches = iter([matching.decide(s, threshold=threshold) for s in scores])
+        rule = matching.match_rule(owner_id)  # the owner's gallery as it stands now
+        matches = iter([matching.decide(s, rule=rule, probe_masked=attrs.masked) for s, (_, attrs) in zip(scores, probes)])
         elapsed = time.perf_counter() - started
         match_seconds += elapsed
         _charge(fresh, "match", elapsed)
@@ -445,7 +445,7 @@ def _faces_indexed(owner_id: int, face_ids: list[int], unknown_face_ids: list[in
     faces_indexed.send(sender=Image, owner_id=owner_id, face_ids=face_ids, unknown_face_ids=unknown_face_ids)
 
 
-def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
+def _write_faces(work: Work, *, worker_name: str) -> None:
     """One image in its own transaction: the fallback when its batch's transaction failed (crops are uploaded)."""
     image, decoded, faces = work.image, work.decoded, work.faces
     write_started = time.perf_counter()
@@ -462,9 +462,10 @@ def _write_faces(work: Work, *, worker_name: str, threshold: float) -> None:
             return
         with work.timed("match"):
             matching.configure_vector_search()
+            rule = matching.match_rule(image.owner_id)  # the owner's gallery as it stands now
             scores = matching.identity_scores_batch(image.owner_id, [f.embedding for f in faces],
                                                     [a.masked for a in work.attributes])
-            matches = [matching.decide(s, threshold=threshold) for s in scores]
+            matches = [matching.decide(s, rule=rule, probe_masked=a.masked) for s, a in zip(scores, work.attributes)]
         Face.objects.filter(image=locked).delete()
         rows = _face_rows(locked, work, matches)
         Face.objects.bulk_create(rows)

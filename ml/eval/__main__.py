@@ -1,4 +1,4 @@
-"""python -m ml.eval verify|identify|detect|embed|attributes — progress on stderr, JSON as the last stdout line."""
+"""python -m ml.eval verify|identify|detect|embed|attributes|openset|calibrate — progress on stderr, JSON as the last stdout line."""
 from __future__ import annotations
 
 import argparse
@@ -6,12 +6,15 @@ import json
 import sys
 from pathlib import Path
 
+from ml.eval.images import FACE_CHOICES
+from ml.openset import DEFAULT_TARGET_FPIR
+
 
 def _pipeline(args):
     from ml.pipeline import FacePipeline
 
     return FacePipeline.from_manifest(detector=args.detector, recognizer=args.model,
-                                      flip_tta=args.flip_tta)
+                                      flip_tta=args.flip_tta, landmarks=args.landmarks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,14 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     def common(p):
         p.add_argument("--model", help="recognizer id from weights/manifest.toml (default: manifest default)")
         p.add_argument("--detector", help="detector id from weights/manifest.toml")
+        p.add_argument("--landmarks", help="a second detector whose landmarks replace the detector's ('' = none)")
         p.add_argument("--flip-tta", dest="flip_tta", action=argparse.BooleanOptionalAction, default=None,
                        help="average the embeddings of each crop and its mirror image")
         p.add_argument("--json", type=Path, help="also write the full report here")
+        p.add_argument("--no-cache", dest="cache", action="store_false",
+                       help="embed every image again instead of reusing .cache/ml-eval")
 
     p = sub.add_parser("verify", help="LFW pairs.txt verification")
     p.add_argument("--pairs", type=Path, required=True)
     p.add_argument("--root", type=Path, required=True)
     p.add_argument("--plot", type=Path, help="ROC curve PNG")
+    p.add_argument("--face", choices=FACE_CHOICES, default="largest",
+                   help="which detected face stands for a photo (centre: LFW-style photos centred on the named person)")
     common(p)
     p = sub.add_parser("identify", help="leave-one-out 1-NN over folder-per-identity")
     p.add_argument("--root", type=Path, required=True)
@@ -44,6 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plots", type=Path, help="folder for roc.png, confusion.png, misclassified.png, activation_maps.png")
     p.add_argument("--cache-dir", type=Path, help="per-photo face cache (default ~/.cache/faceindex/faces)")
     common(p)
+    p = sub.add_parser("openset", help="archive-style open-set identification (enroll, then name or reject)")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--target-fpir", type=float, default=DEFAULT_TARGET_FPIR,
+                   help="the FPIR the shipped rule aims at (deployments: FACEINDEX_TARGET_FPIR)")
+    p.add_argument("--gallery-sizes", default="1500",
+                   help="also measure with the gallery grown by distractor people to these sizes (comma-separated)")
+    p.add_argument("--margin", type=float, default=0.03,
+                   help="ambiguity margin between the two best identities (the deployment default, FACEINDEX_AMBIGUITY_MARGIN)")
+    common(p)
+    p = sub.add_parser("calibrate", help="per-pair impostor score tail (manifest impostor_tail)")
+    p.add_argument("--root", type=Path, required=True)
+    common(p)
     p = sub.add_parser("embed", help="export embeddings as JSON")
     p.add_argument("--root", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -55,7 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         from ml.eval.verify import run_verify
 
-        report = run_verify(pipeline, args.pairs, args.root, plot=args.plot)
+        report = run_verify(pipeline, args.pairs, args.root, plot=args.plot, face=args.face, cache=args.cache)
+    elif args.command == "openset":
+        from ml.eval.openset import default_rule, run_openset
+
+        sizes = tuple(int(v) for v in args.gallery_sizes.split(",") if v.strip())
+        report = run_openset(pipeline, args.root, rule=default_rule(pipeline, args.target_fpir), gallery_sizes=sizes,
+                             margin=args.margin, baseline_threshold=pipeline.threshold, cache=args.cache)
+        report["target_fpir"] = args.target_fpir
+    elif args.command == "calibrate":
+        from ml.eval.calibrate import run_calibrate
+
+        report = run_calibrate(pipeline, args.root, cache=args.cache)
     elif args.command == "identify":
         from ml.eval.identify import run_identify
 
@@ -73,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         from ml.eval.embed import run_embed
 
         report = run_embed(pipeline, args.root, args.out, plot=args.plot)
-    report = {"command": args.command, "detector": pipeline.detector_id,
+    report = {"command": args.command, "detector": pipeline.detector_id, "landmarks": pipeline.landmarker_id,
               "recognizer": pipeline.recognizer_id, "flip_tta": pipeline.flip_tta, **report}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
@@ -84,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_summary(report: dict) -> None:
     """A human-readable digest on stderr; stdout's last line stays the JSON."""
-    skip = {"no_face_images", "fold_accuracies", "fold_thresholds"}
+    skip = {"no_face_images", "fold_accuracies", "fold_thresholds", "by_gallery_size"}
     for key, value in report.items():
         if key not in skip:
             print(f"{key}: {value}", file=sys.stderr)

@@ -10,7 +10,8 @@ from ml.eval.lfw_pairs import fold_ids, read_pairs
 from ml.eval.metrics import verification_report
 
 
-def run_verify(pipeline, pairs_file: Path, root: Path, plot: Path | None = None) -> dict:
+def run_verify(pipeline, pairs_file: Path, root: Path, plot: Path | None = None, *, face: str = "largest",
+               cache: bool = True) -> dict:
     pairs, header = read_pairs(pairs_file.read_text())
     if not pairs:
         raise SystemExit(f"no pairs in {pairs_file}")
@@ -19,7 +20,7 @@ def run_verify(pipeline, pairs_file: Path, root: Path, plot: Path | None = None)
     for p in pairs:
         for name, index in ((p.name1, p.index1), (p.name2, p.index2)):
             path_of[(name, index)] = str(lfw_image_path(root, name, index))
-    embedded = embed_images(pipeline, list(path_of.values()), desc="verify: embedding")
+    embedded = embed_images(pipeline, list(path_of.values()), desc="verify: embedding", face=face, cache=cache)
     unreadable = sorted(path for path, e in embedded.items() if e.embedding is None)
     if unreadable:
         raise SystemExit(f"{len(unreadable)} images missing or unreadable, e.g. {unreadable[0]}")
@@ -36,6 +37,7 @@ def run_verify(pipeline, pairs_file: Path, root: Path, plot: Path | None = None)
         no_face_policy=NO_FACE_POLICY,
         images=len(embedded),
         folds=fold_method,
+        face=face,
     )
     if plot is not None:
         _plot_roc(scores, labels, report, plot)

@@ -251,3 +251,19 @@ def test_retinaface_detector_agrees_with_yunet(pipeline, group_photo):
         assert sims[i, j] > pipeline.threshold  # same person through either detector's landmarks
         assert np.linalg.norm(faces[i].landmarks - yunet[j].landmarks, axis=1).mean() < 0.15 * yunet[j].box[2]
     assert retina.detect(np.full((480, 640, 3), 127, np.uint8)) == []
+
+
+def test_retinaface_landmarks_on_yunet_boxes(pipeline, group_photo):
+    from ml.pipeline import FacePipeline
+
+    hybrid = FacePipeline.from_manifest(landmarks="retinaface-mobilenet")
+    assert hybrid.detector_id == pipeline.detector_id and hybrid.landmarker_id == "retinaface-mobilenet"
+    retina = FacePipeline.from_manifest(detector="retinaface-mobilenet").detect(group_photo)
+    plain, refined = pipeline.detect(group_photo), hybrid.detect(group_photo)
+    assert [f.box for f in refined] == [f.box for f in plain]  # YuNet's boxes and scores stay
+    for face, before in zip(refined, plain):
+        # the landmarks are RetinaFace's own for that face (found again in the region around the box)
+        nearest = min(retina, key=lambda r: np.linalg.norm(r.landmarks - face.landmarks))
+        # (run on a crop its input scale differs, so not to the pixel)
+        assert np.linalg.norm(nearest.landmarks - face.landmarks, axis=1).mean() < 0.08 * before.box[2]
+        assert not np.allclose(face.landmarks, before.landmarks)

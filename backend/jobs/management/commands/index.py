@@ -83,7 +83,8 @@ class Command(BaseCommand):
             finally:
                 for upload in uploads:
                     upload.fileobj.close()
-            errors = [f"{r.name}: {r.error['message']}" for r in summary.results if r.error]
+            errors = [f"{r.name}: {r.error['message']}" + (f" {r.error['boxes']}" if r.error.get("boxes") else "")
+                      for r in summary.results if r.error]
             print(f"enrolled {identity.name}: {summary.enrolled}/{len(files)} photos" + (f" ({'; '.join(errors)})" if errors else ""), file=log)
 
     def _wait(self, job: Job, timeout: float, log) -> Job:

@@ -1,0 +1,99 @@
+"""The open-set rule keeps the false-positive identification rate at its target as the gallery grows.
+
+Synthetic embeddings: random unit vectors in 128-d behave like independent
+impostors (cosine ~ N(0, 1/128)). The impostor tail is fitted on one random
+set with ml.eval.calibrate, the FPIR measured on fresh galleries and strangers.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml.eval.calibrate import impostor_scores, tail_table
+from ml.openset import ImpostorTail, openset_threshold, pair_rate_for
+
+DIM, TARGET = 128, 0.01
+
+
+def unit_vectors(rng, n: int) -> np.ndarray:
+    v = rng.standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def tail() -> ImpostorTail:
+    rng = np.random.default_rng(1)
+    vectors = unit_vectors(rng, 3300)  # ~5.4M impostor pairs: the table reaches 1e-5, then extrapolates
+    items = [(f"p{i}", f"p{i}.jpg") for i in range(len(vectors))]
+    table = tail_table(impostor_scores({f"p{i}.jpg": v for i, v in enumerate(vectors)}, items))
+    assert "1e-05" in table
+    return ImpostorTail.from_table(table)
+
+
+def stranger_fpir(rng, threshold: float, gallery_size: int, strangers: int = 4000) -> float:
+    gallery, probes = unit_vectors(rng, gallery_size), unit_vectors(rng, strangers)
+    return float(((probes @ gallery.T).max(axis=1) >= threshold).mean())
+
+
+def test_fpir_stays_at_target_as_identities_are_added(tail):
+    rng = np.random.default_rng(2)
+    thresholds, rates = [], []
+    for size in (10, 300, 1500, 3001):
+        threshold = openset_threshold(tail, target_fpir=TARGET, comparisons=size)
+        thresholds.append(threshold)
+        rates.append(stranger_fpir(rng, threshold, size))
+    # Each enrollment raises the threshold: nobody's match gets looser.
+    assert thresholds == sorted(thresholds) and len(set(thresholds)) == len(thresholds)
+    # At every size the measured FPIR stays near the 1% target (4000 strangers: +-0.3% at 2 sigma).
+    assert all(0.003 <= r <= 0.018 for r in rates), rates
+
+
+def test_a_fixed_pair_threshold_names_more_strangers_as_the_gallery_grows(tail):
+    rng = np.random.default_rng(3)
+    fixed = openset_threshold(tail, target_fpir=TARGET, comparisons=10)
+    small, large = stranger_fpir(rng, fixed, 10), stranger_fpir(rng, fixed, 1500)
+    assert small < 0.02 and large > 0.5  # the failure the rule exists for
+
+
+def test_tail_interpolates_and_extrapolates_monotonically(tail):
+    rates = [1e-2, 3e-3, 1e-4, 1e-6, 1e-8, 1e-10]
+    values = [tail.threshold_at(r) for r in rates]
+    assert values == sorted(values)
+    assert tail.threshold_at(1e-3) == pytest.approx(tail.thresholds[tail.log10_rates.index(-3.0)])
+    assert pair_rate_for(0.01, 1) == pytest.approx(0.01)
+    assert pair_rate_for(0.01, 1000) == pytest.approx(1.005e-5, rel=1e-3)
+    with pytest.raises(ValueError):
+        pair_rate_for(1.5, 10)
+    with pytest.raises(ValueError):
+        ImpostorTail.from_table({"1e-2": 0.5, "1e-3": 0.4})
+
+
+def test_openset_protocol_and_figures_on_synthetic_people():
+    from pathlib import Path
+
+    from ml.eval.openset import evaluate, split_protocol
+
+    rng = np.random.default_rng(4)
+    centres = unit_vectors(rng, 40)
+    items, emb = [], {}
+    for person in range(40):
+        photos = 4 if person < 20 else (2 if person < 25 else 1)  # 20 enrolled, 5 ignored, 15 strangers
+        for k in range(photos):
+            path = Path(f"p{person:02d}/p{person:02d}_{k + 1:04d}.jpg")
+            items.append((f"p{person:02d}", path))
+            v = centres[person] + 0.04 * rng.standard_normal(DIM).astype(np.float32)
+            emb[str(path)] = v / np.linalg.norm(v)
+    enroll, known, unknown = split_protocol(items)
+    assert len(enroll) == 20 and len(known) == 60 and len(unknown) == 15
+    assert all(str(p).endswith("_0001.jpg") for p in enroll.values())
+
+    # An impostor that looks like person 0 (e.g. a twin) is a stranger named.
+    twin = centres[0] + 0.04 * rng.standard_normal(DIM).astype(np.float32)
+    emb[str(unknown[0][1])] = twin / np.linalg.norm(twin)
+    figures = evaluate(emb, enroll, known, unknown, rule=lambda comparisons: 0.5)
+    assert figures["enrolled"] == 20 and figures["threshold"] == 0.5
+    assert figures["identification_rate"] == 1.0 and figures["misidentified"] == 0.0
+    assert figures["false_accept_rate"] == pytest.approx(1 / 15)
+    # FPIR 5% of 15 strangers allows none: the cut sits just above the twin's score.
+    twin_score = float(emb[str(unknown[0][1])] @ emb[str(enroll["p00"])])
+    assert figures["identification_rate_at_fpir"]["0.05"]["threshold"] == pytest.approx(twin_score, abs=1e-4)
