@@ -204,6 +204,11 @@ def _bool(raw: str) -> bool:
     return env.parse_value(raw, bool)
 
 
+def _rate(raw: str) -> str:
+    """A DRF rate ("N/second|minute|hour|day"); "off" for none (an empty variable means the default)."""
+    return "" if raw.strip().lower() == "off" else raw.strip()
+
+
 def _list(raw: str) -> list[str]:
     """Comma-separated (os.pathsep also separates, for folder lists)."""
     return [item.strip() for item in raw.replace(os.pathsep, ",").split(",") if item.strip()]
@@ -265,11 +270,11 @@ TUNABLES = [
     Tunable("FACEINDEX_WEBHOOK_BACKOFF_S", float, 2.0, "first retry delay; doubles per attempt (retry_backoff), jittered"),
     Tunable("FACEINDEX_WEBHOOK_BACKOFF_MAX_S", float, 600.0, "longest retry delay (retry_backoff_max)"),
     Tunable("FACEINDEX_WEBHOOK_ALLOW_PRIVATE", _bool, False, "allow webhooks to loopback/private addresses (trusted setups, tests)"),
-    # Per-user request rates (DRF throttles; N/second|minute|hour|day; empty: unlimited).
-    Tunable("FACEINDEX_THROTTLE_SEARCH", str, "120/minute", "1:N searches per user"),
-    Tunable("FACEINDEX_THROTTLE_VERIFY", str, "120/minute", "1:1 verifications per user"),
-    Tunable("FACEINDEX_THROTTLE_ENROLL", str, "60/minute", "enrollment uploads per user"),
-    Tunable("FACEINDEX_THROTTLE_JOBS", str, "60/minute", "job creations (uploads and imports) per user"),
+    # Per-user request rates (DRF throttles; N/second|minute|hour|day; off: unlimited).
+    Tunable("FACEINDEX_THROTTLE_SEARCH", _rate, "120/minute", "1:N searches per user"),
+    Tunable("FACEINDEX_THROTTLE_VERIFY", _rate, "120/minute", "1:1 verifications per user"),
+    Tunable("FACEINDEX_THROTTLE_ENROLL", _rate, "60/minute", "enrollment uploads per user"),
+    Tunable("FACEINDEX_THROTTLE_JOBS", _rate, "60/minute", "job creations (uploads and imports) per user"),
     # Logs.
     Tunable("FACEINDEX_LOG_FORMAT", str, "json", "'json' (one object per line, with job/image/task ids) or 'text'"),
 ]
