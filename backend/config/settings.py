@@ -49,6 +49,8 @@ MIDDLEWARE = [
     # First: probes answer before host checks, sessions and authentication.
     "backend.core.health.HealthCheckMiddleware",
     "backend.core.middleware.RequestSizeLimitMiddleware",
+    # Keeps keep-alive connections usable when a view answers without reading the body.
+    "backend.core.middleware.UnreadBodyDrainMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -224,6 +226,7 @@ TUNABLES = [
     Tunable("FACEINDEX_ZIP_MAX_TOTAL_BYTES", int, 20 * 1024**3, "most bytes one zip upload may expand to"),
     Tunable("FACEINDEX_ZIP_MAX_RATIO", int, 100, "highest compression ratio of a zip member (zip-bomb guard)"),
     Tunable("FACEINDEX_MAX_REQUEST_BYTES", int, 256 * 1024 * 1024, "whole request body, files included (413 above it); 0: no cap"),
+    Tunable("FACEINDEX_DRAIN_UNREAD_BODY_BYTES", int, 8 * 1024 * 1024, "a body a response left unread is read and discarded up to this size, so the keep-alive connection survives a 429/401/404 (larger: gunicorn closes it)"),
     Tunable("FACEINDEX_ENROLL_SYNC_MAX_FILES", int, 50, "an enrollment with more images runs in the background (202 + GET /enrollments/{id})"),
     # Matching.
     Tunable("FACEINDEX_MATCH_CANDIDATES", int, 20, "nearest templates pulled from the HNSW index per face"),
