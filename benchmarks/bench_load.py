@@ -44,6 +44,7 @@ class Tally:
     connection_errors: int = 0
     timeouts: int = 0
     statuses: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    connection_error_kinds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 def probe_photo() -> bytes:
@@ -87,9 +88,10 @@ def run_client(base: str, token: str, deadline: float, timeout: float, photo: by
             with lock:
                 tallies[kind].timeouts += 1
             continue
-        except urllib3.exceptions.HTTPError:  # refused, reset, closed without an answer
+        except urllib3.exceptions.HTTPError as exc:  # refused, reset, closed without an answer
             with lock:
                 tallies[kind].connection_errors += 1
+                tallies[kind].connection_error_kinds[connection_error_kind(exc)] += 1
             continue
         took = time.monotonic() - started
         with lock:
@@ -100,6 +102,19 @@ def run_client(base: str, token: str, deadline: float, timeout: float, photo: by
                 tally.server_errors += 1
             elif response.status >= 400:
                 tally.client_errors += 1
+
+
+def connection_error_kind(exc: BaseException) -> str:
+    """The innermost cause's class (ConnectionResetError, RemoteDisconnected, ...): says who hung up."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = (getattr(exc, "reason", None) or exc.__cause__ or exc.__context__
+                 or next((arg for arg in exc.args if isinstance(arg, BaseException)), None))
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return type(exc).__name__
 
 
 def sample_connections(database_url: str, stop: threading.Event, seen: list[int]) -> None:
@@ -165,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                    "connection_errors": t.connection_errors, "timeouts": t.timeouts,
                    "p50_s": round(statistics.median(t.latencies), 3) if t.latencies else None,
                    "p95_s": round(percentile(t.latencies, 0.95), 3), "max_s": round(max(t.latencies, default=0), 3),
-                   "statuses": dict(t.statuses)}
+                   "statuses": dict(t.statuses), "connection_error_kinds": dict(t.connection_error_kinds)}
             for kind, t in tallies.items()
         },
     }
@@ -179,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, row in summary["per_kind"].items():
             print(f"  {kind:13} n={row['requests']:5}  5xx={row['5xx']}  4xx={row['4xx']}  "
                   f"conn_err={row['connection_errors']}  timeouts={row['timeouts']}  p50={row['p50_s']}s  p95={row['p95_s']}s  max={row['max_s']}s  "
-                  f"{row['statuses']}")
+                  f"{row['statuses']}" + (f" {row['connection_error_kinds']}" if row['connection_error_kinds'] else ""))
     ok = (summary["server_errors_5xx"] == 0 and summary["connection_errors"] == 0 and summary["timeouts"] == 0
           and summary["get_p95_s"] < 1.5)
     return 0 if ok else 1

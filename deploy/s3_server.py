@@ -9,10 +9,17 @@ and volume servers would serve (and the filer list, accept and delete) every
 stored object to anyone on 127.0.0.1. A security.toml in the server's working
 directory gives them JWT keys for reads and writes, fresh and random at each
 start and known only to the server process, so only its own S3 gateway gets
-at the data; tests/stack/test_s3_side_doors.py tries every port it opens.
+at the data. Its gRPC ports (master, volume, filer, s3, admin) would hand
+file metadata and volume data to any gRPC client: the same file turns on
+mutual TLS there, with a CA and one certificate made at each start (the CA's
+key is thrown away at once), so only weed's own components, holding the
+certificate, get an answer. tests/stack/test_embedded_stack.py tries every
+port it opens, HTTP and plaintext gRPC.
 """
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import secrets
 import shutil
 import sysconfig
@@ -22,6 +29,10 @@ from deploy import processes
 from deploy.ports import StackPorts
 
 PROCESS_NAME = "s3"
+JWT_SECTIONS = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
+# Every weed component with a [grpc.<name>] section: servers present the certificate,
+# and each dials the others (and `client` is what s3/shell dial with) presenting it too.
+GRPC_COMPONENTS = ("master", "volume", "filer", "s3", "admin", "worker", "msg_broker", "msg_agent", "mq", "client")
 
 
 def weed_binary() -> str:
@@ -86,13 +97,16 @@ class S3Server:
                                    cwd=self._write_security_config())
 
     def _write_security_config(self) -> Path:
-        """A security.toml with fresh JWT keys where `weed` looks first (its working directory)."""
+        """security.toml where `weed` looks first (its working directory): fresh JWT keys, gRPC mTLS."""
         config_dir = self.var_dir / "s3-config"
         config_dir.mkdir(parents=True, exist_ok=True)
         config_dir.chmod(0o700)
-        sections = ["jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"]
+        ca_path, cert_path, key_path = write_grpc_certificates(config_dir)
         text = "".join(f'[{section}]\nkey = "{secrets.token_hex(32)}"\nexpires_after_seconds = 60\n\n'
-                       for section in sections)
+                       for section in JWT_SECTIONS)
+        text += f'[grpc]\nca = "{ca_path}"\n\n'
+        text += "".join(f'[grpc.{component}]\ncert = "{cert_path}"\nkey = "{key_path}"\n\n'
+                        for component in GRPC_COMPONENTS)
         path = config_dir / "security.toml"
         path.touch(mode=0o600)
         path.write_text(text)
@@ -124,3 +138,41 @@ class S3Server:
 
     def log_path(self) -> Path:
         return processes.log_file(PROCESS_NAME, self.var_dir)
+
+
+def write_grpc_certificates(config_dir: Path) -> tuple[Path, Path, Path]:
+    """A one-off CA and one certificate it signs for 127.0.0.1, client and server use alike.
+
+    The CA's private key never leaves this function, so nothing can sign a second
+    certificate that weed would accept: only the process holding this key pair talks gRPC to it.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=3650))
+    ca_key, node_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "faceindex embedded S3 CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(validity[0]).not_valid_after(validity[1])
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    node = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(node_key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(validity[0]).not_valid_after(validity[1])
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = config_dir / "grpc-ca.crt", config_dir / "grpc.crt", config_dir / "grpc.key"
+    pem = serialization.Encoding.PEM
+    contents = (ca.public_bytes(pem), node.public_bytes(pem),
+                node_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    for path, content in zip(paths, contents):
+        path.touch(mode=0o600)
+        path.write_bytes(content)
+    return paths

@@ -73,12 +73,14 @@ class WorkerProcess:
 
     NODE_NAME = "test-worker@faceindex"
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, env: dict[str, str] | None = None):
         self.log_path = log_path
+        self.env = env or {}  # on top of this process's environment
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> None:
-        env = dict(os.environ, DJANGO_SETTINGS_MODULE=SETTINGS_MODULE, PYTHONUNBUFFERED="1")
+    def start(self, wait: bool = True) -> None:
+        """Start it; wait=False returns before it answers pings (it may already be taking tasks then)."""
+        env = dict(os.environ, DJANGO_SETTINGS_MODULE=SETTINGS_MODULE, PYTHONUNBUFFERED="1", **self.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
@@ -89,7 +91,8 @@ class WorkerProcess:
              "-n", self.NODE_NAME, "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        self._wait_ready()
+        if wait:
+            self._wait_ready()
 
     def _wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout

@@ -204,6 +204,11 @@ def _bool(raw: str) -> bool:
     return env.parse_value(raw, bool)
 
 
+def _rate(raw: str) -> str:
+    """A DRF rate ("N/second|minute|hour|day"); "off" for none (an empty variable means the default)."""
+    return "" if raw.strip().lower() == "off" else raw.strip()
+
+
 def _list(raw: str) -> list[str]:
     """Comma-separated (os.pathsep also separates, for folder lists)."""
     return [item.strip() for item in raw.replace(os.pathsep, ",").split(",") if item.strip()]
@@ -227,7 +232,7 @@ TUNABLES = [
     Tunable("FACEINDEX_TARGET_FPIR", float, 0.01, "open-set target: share of never-enrolled people's faces that may be named as someone; thresholds follow from it and the gallery's size"),
     Tunable("FACEINDEX_DETECTOR", str, "", "detector id in weights/manifest.toml (empty: the manifest's default)"),
     Tunable("FACEINDEX_RECOGNIZER", str, "", "recognizer id in weights/manifest.toml (empty: the default; its width must match the gallery)"),
-    Tunable("FACEINDEX_DEVICE", str, "auto", "where the face models run: auto (a CUDA GPU if there is one), cpu, cuda or cuda:<i>"),
+    Tunable("FACEINDEX_DEVICE", str, "auto", "where the face models run: auto (a CUDA GPU if there is one), cpu, cuda or cuda:<i>; torch-cpu: the GPU worker's path on the CPU (tests)"),
     # Unknown-face clustering (why these values: backend/gallery/clustering.py).
     Tunable("FACEINDEX_CLUSTER_SIMILARITY", float, 0.45, "cosine similarity linking two unknown faces into one cluster"),
     Tunable("FACEINDEX_CLUSTER_NEIGHBOURS", int, 10, "nearest unknown faces looked at per new face"),
@@ -245,6 +250,8 @@ TUNABLES = [
     # Workers.
     Tunable("FACEINDEX_BATCH_SIZE", int, 8, "images per CPU worker task (faces embedded in one call)"),
     Tunable("FACEINDEX_GPU_BATCH_SIZE", int, 64, "images per task while a GPU worker is alive (they go to its queue)"),
+    Tunable("FACEINDEX_GPU_BATCH_IMAGES", int, 64, "a GPU worker combines waiting messages into one device batch of up to this many images"),
+    Tunable("FACEINDEX_GPU_BATCH_WAIT_MS", int, 50, "how long a GPU worker waits for more messages to fill a batch (ms)"),
     Tunable("FACEINDEX_WORKER_THREADS", int, 0, "threads per worker process for OpenCV/BLAS/torch (0: one per core)"),
     # Sweeps (celery beat runs them): lost messages, stalled listings, missed webhooks.
     Tunable("FACEINDEX_SWEEP_INTERVAL_S", int, 300, "seconds between sweeps (beat's schedule; 0: no periodic sweep)"),
@@ -263,11 +270,11 @@ TUNABLES = [
     Tunable("FACEINDEX_WEBHOOK_BACKOFF_S", float, 2.0, "first retry delay; doubles per attempt (retry_backoff), jittered"),
     Tunable("FACEINDEX_WEBHOOK_BACKOFF_MAX_S", float, 600.0, "longest retry delay (retry_backoff_max)"),
     Tunable("FACEINDEX_WEBHOOK_ALLOW_PRIVATE", _bool, False, "allow webhooks to loopback/private addresses (trusted setups, tests)"),
-    # Per-user request rates (DRF throttles; N/second|minute|hour|day; empty: unlimited).
-    Tunable("FACEINDEX_THROTTLE_SEARCH", str, "120/minute", "1:N searches per user"),
-    Tunable("FACEINDEX_THROTTLE_VERIFY", str, "120/minute", "1:1 verifications per user"),
-    Tunable("FACEINDEX_THROTTLE_ENROLL", str, "60/minute", "enrollment uploads per user"),
-    Tunable("FACEINDEX_THROTTLE_JOBS", str, "60/minute", "job creations (uploads and imports) per user"),
+    # Per-user request rates (DRF throttles; N/second|minute|hour|day; off: unlimited).
+    Tunable("FACEINDEX_THROTTLE_SEARCH", _rate, "120/minute", "1:N searches per user"),
+    Tunable("FACEINDEX_THROTTLE_VERIFY", _rate, "120/minute", "1:1 verifications per user"),
+    Tunable("FACEINDEX_THROTTLE_ENROLL", _rate, "60/minute", "enrollment uploads per user"),
+    Tunable("FACEINDEX_THROTTLE_JOBS", _rate, "60/minute", "job creations (uploads and imports) per user"),
     # Logs.
     Tunable("FACEINDEX_LOG_FORMAT", str, "json", "'json' (one object per line, with job/image/task ids) or 'text'"),
 ]

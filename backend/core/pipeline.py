@@ -36,7 +36,7 @@ class Serialized:
 
 
 def _torch_device():
-    """The CUDA device FACEINDEX_DEVICE selects, or None for the cv2 CPU path.
+    """The torch device FACEINDEX_DEVICE selects (a CUDA GPU, or the CPU for torch-cpu), or None for the cv2 CPU path.
 
     ``auto`` looks for the NVIDIA driver before importing torch, so CPU-only
     processes never pay for loading it.
@@ -46,13 +46,21 @@ def _torch_device():
         return None
     from ml.torch_models.device import resolve_device
 
+    if name == TORCH_ON_CPU:
+        return resolve_device("cpu")
     device = resolve_device(name)  # a named GPU that is not there is an error, not a silent CPU run
     return device if device.type == "cuda" else None
 
 
+# FACEINDEX_DEVICE value: the torch path (batches on a device, combined messages) run on
+# the CPU, so tests exercise a GPU worker's code without a GPU. Slower than cv2 here.
+TORCH_ON_CPU = "torch-cpu"
+
+
 def runs_on_gpu() -> bool:
     """Whether this process's face models run on a GPU: it is then a GPU worker (jobs.routing)."""
-    return _torch_device() is not None
+    device = _torch_device()
+    return device is not None and device.type == "cuda"
 
 
 @lru_cache(maxsize=1)

@@ -1,7 +1,7 @@
 """Per-user request limits on the endpoints that run the models or take uploads.
 
 A view opts in with ``throttle_scope`` ("search", "verify", "enroll", "jobs");
-its rate is FACEINDEX_THROTTLE_<SCOPE> ("N/second|minute|hour|day", empty for
+its rate is FACEINDEX_THROTTLE_<SCOPE> ("N/second|minute|hour|day", "off" for
 none), read on every request so a settings change applies at once. Only
 writes count (POST): reading a job's progress is never limited. Counters live
 in the shared cache (Redis), so the limit holds across API processes. A

@@ -41,6 +41,18 @@ def _image_ids(raw: bytes | str) -> list[int]:
     return list(first) if isinstance(first, list) else [first]
 
 
+def combinable(raw: bytes | str) -> tuple[str, list[int]] | None:
+    """(task id, image ids) of a raw message a device batch may take in (jobs.combining), else None.
+
+    Only first attempts of batch tasks, due now: a retry runs alone, and a
+    message with an ETA waits in its worker until then.
+    """
+    headers = json.loads(raw).get("headers", {})
+    if headers.get("retries") or headers.get("eta") or headers.get("task") not in PROCESS_TASKS:
+        return None
+    return headers.get("id"), _image_ids(raw)
+
+
 @contextmanager
 def _broker():
     """(Redis client, default queue name) on a pooled connection."""

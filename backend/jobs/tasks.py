@@ -16,7 +16,8 @@ from django.db import close_old_connections
 from backend.core import outages
 from backend.core.logs import log_context
 from backend.core.tasks import OutageSafeTask
-from backend.jobs import listing, processing, queueing, services, webhooks
+from backend.core.pipeline import get_pipeline
+from backend.jobs import combining, listing, processing, queueing, services, webhooks
 from backend.jobs.models import Image
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def backoff(task) -> float:
 @shared_task(name="faceindex.process_batch", base=OutageSafeTask, bind=True, max_retries=3, acks_late=True,
              **RETRY_OPTIONS)
 def process_batch(self, image_ids: list[int]) -> None:
-    _process(self, image_ids)
+    _process(self, image_ids, combine=True)
 
 
 @shared_task(name="faceindex.process_image", base=OutageSafeTask, bind=True, max_retries=3, acks_late=True,
@@ -51,14 +52,25 @@ def process_image(self, image_id: int) -> None:
     _process(self, [image_id])
 
 
-def _process(self, image_ids: list[int]) -> None:
-    job_ids = sorted(set(Image.objects.filter(pk__in=image_ids).values_list("job_id", flat=True)))
-    with log_context(image_ids=image_ids, job_id=job_ids[0] if len(job_ids) == 1 else job_ids):
-        log.info("processing %d images (attempt %d)", len(image_ids), self.request.retries + 1)
-        _process_batch(self, image_ids)
+def _process(self, image_ids: list[int], *, combine: bool = False) -> None:
+    with combining.more_images(_combining_queue(self) if combine else None, len(image_ids)) as taken:
+        if taken:
+            image_ids = list(image_ids) + [i for item in taken for i in item.image_ids]
+            log.info("combined %d messages into one device batch of %d images", len(taken) + 1, len(image_ids))
+        job_ids = sorted(set(Image.objects.filter(pk__in=image_ids).values_list("job_id", flat=True)))
+        with log_context(image_ids=image_ids, job_id=job_ids[0] if len(job_ids) == 1 else job_ids):
+            log.info("processing %d images (attempt %d)", len(image_ids), self.request.retries + 1)
+            _process_batch(self, image_ids, combined=bool(taken))
 
 
-def _process_batch(self, image_ids: list[int]) -> None:
+def _combining_queue(self) -> str | None:
+    """The queue to take more messages from (combining), or None: only first attempts on a device pipeline combine."""
+    if self.request.is_eager or self.request.retries or not getattr(get_pipeline(), "runs_batches_on_device", False):
+        return None
+    return (self.request.delivery_info or {}).get("routing_key")  # every queue here is named by its routing key
+
+
+def _process_batch(self, image_ids: list[int], *, combined: bool = False) -> None:
     try:
         processing.process_images(image_ids, worker_name=self.request.hostname)
     except SoftTimeLimitExceeded:
@@ -74,7 +86,8 @@ def _process_batch(self, image_ids: list[int]) -> None:
                 services.fail_image(image_id, code="internal_error", message=f"{type(exc).__name__}: {exc}")
             return
         services.release_images(image_ids)
-        raise self.retry(exc=exc, countdown=backoff(self))
+        # All of them, combined messages' images too (combining acks those once this retry is sent).
+        raise self.retry(**({"args": [image_ids]} if combined else {}), exc=exc, countdown=backoff(self))
 
 
 @shared_task(name=queueing.LIST_SOURCE_TASK, base=OutageSafeTask, acks_late=True)

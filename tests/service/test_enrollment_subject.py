@@ -10,8 +10,8 @@ from backend.gallery.models import Template
 from ml.package_images import astronaut_bgr, read_package_image
 from ml.subject import DOMINANCE_AREA_RATIO
 
-from .conftest import files_payload
-from .gallery_support import jpeg
+from helpers.api import files_payload
+from helpers.gallery import jpeg
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 

@@ -6,7 +6,8 @@ import pytest
 from backend.gallery import matching
 from backend.gallery.models import Face, MatchingPolicy
 
-from .gallery_support import enroll, faces_of, index, wait_until
+from helpers.api import enroll, index
+from helpers.gallery import faces_of, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 

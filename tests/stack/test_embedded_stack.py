@@ -10,8 +10,10 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import time
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
@@ -103,6 +105,56 @@ def _anonymous(port: int, method: str, path: str) -> tuple[int, bytes]:
         return 0, b""
     finally:
         connection.close()
+
+
+# What a gRPC client sends first: the HTTP/2 connection preface and an empty SETTINGS frame.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _plaintext_grpc_answer(port: int) -> bytes | None:
+    """The first bytes a port sends back to a plaintext gRPC client; None if nothing listens there."""
+    try:
+        connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except OSError:
+        return None
+    with connection:
+        try:
+            connection.sendall(HTTP2_PREFACE)
+            return connection.recv(64)
+        except OSError:  # reset: refused all the same
+            return b""
+
+
+def _tls_without_client_certificate(port: int, ca_file: Path) -> str:
+    """'served' if a TLS client that trusts the CA but shows no certificate gets an HTTP/2 answer."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as connection:
+                connection.sendall(HTTP2_PREFACE)  # TLS 1.3: the server judges the client certificate here
+                answer = connection.recv(64)
+                return "served" if answer[3:4] == b"\x04" else "refused"
+    except (ssl.SSLError, OSError) as exc:
+        return f"refused ({exc.__class__.__name__})"
+
+
+def test_no_grpc_port_of_the_stack_answers_a_client_without_the_stacks_certificate(stack):
+    """weed's gRPC ports (master, volume, filer, s3, admin) hand out metadata and volume data to any gRPC client."""
+    ports = stack.ports
+    grpc_ports = [ports.s3_grpc, ports.master_grpc, ports.volume_grpc, ports.filer_grpc, ports.admin_grpc]
+    listening = 0
+    for port in grpc_ports:
+        answer = _plaintext_grpc_answer(port)
+        if answer is None:
+            continue
+        listening += 1
+        # A plaintext gRPC server answers the preface with its own SETTINGS frame (type 4).
+        assert answer[3:4] != b"\x04", f"127.0.0.1:{port} speaks plaintext gRPC: {answer!r}"
+        outcome = _tls_without_client_certificate(port, stack.var_dir / "s3-config" / "grpc-ca.crt")
+        assert outcome.startswith("refused"), f"127.0.0.1:{port} served gRPC over TLS without a client certificate"
+    assert listening >= 4, "the master, volume, filer and s3 gRPC ports should be up"
+    assert stack.s3.healthy()  # weed's own components still reach each other
 
 
 def test_no_port_of_the_stack_serves_lists_or_deletes_stored_objects_without_credentials(stack):

@@ -16,7 +16,8 @@ README = (REPO_ROOT / "README.md").read_text()
 REAL_KEY = "k" * 50
 SHOW = ("from django.conf import settings; import json; print(json.dumps({name: getattr(settings, name) for name in "
         "['DEBUG', 'ALLOWED_HOSTS', 'SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', 'SECURE_SSL_REDIRECT', "
-        "'SECURE_HSTS_SECONDS', 'FACEINDEX_CLUSTER_SIMILARITY', 'FACEINDEX_IMPORT_ROOTS']}))")
+        "'SECURE_HSTS_SECONDS', 'FACEINDEX_CLUSTER_SIMILARITY', 'FACEINDEX_IMPORT_ROOTS', "
+        "'FACEINDEX_THROTTLE_SEARCH']}))")
 
 
 def load(module: str, **env: str) -> subprocess.CompletedProcess:
@@ -54,6 +55,13 @@ def test_debug_is_off_unless_asked_for_and_tunables_come_from_the_environment():
                              FACEINDEX_IMPORT_ROOTS="/a,/b").stdout)
     assert values["DEBUG"] is True and values["FACEINDEX_CLUSTER_SIMILARITY"] == 0.5
     assert values["FACEINDEX_IMPORT_ROOTS"] == ["/a", "/b"]
+
+
+def test_a_throttle_is_on_by_default_and_off_only_when_asked():
+    assert json.loads(load("settings_dev").stdout)["FACEINDEX_THROTTLE_SEARCH"] == "120/minute"
+    # An empty variable is the default, as for every tunable; "off" lifts the limit.
+    assert json.loads(load("settings_dev", FACEINDEX_THROTTLE_SEARCH="").stdout)["FACEINDEX_THROTTLE_SEARCH"] == "120/minute"
+    assert json.loads(load("settings_dev", FACEINDEX_THROTTLE_SEARCH="off").stdout)["FACEINDEX_THROTTLE_SEARCH"] == ""
 
 
 def test_every_tunable_is_declared_once_and_listed_in_the_readme():
