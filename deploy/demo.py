@@ -41,7 +41,7 @@ def wait_http(url: str, name: str, var_dir: Path, timeout: float = 60.0) -> None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            with urllib.request.urlopen(url, timeout=10):
                 return
         except OSError:
             if not processes.is_running(name, var_dir):
@@ -86,7 +86,9 @@ def main() -> int:
     processes.start_background("beat", [sys.executable, "-m", "celery", "-A", "backend.config.celery", "beat",
                                         "--loglevel=INFO", "-s", str(stack.var_dir / "celerybeat-schedule")],
                                env=env, var_dir=stack.var_dir)
-    wait_http(f"http://{API_HOST}:{API_PORT}/api/v1/schema", "api", stack.var_dir)
+    # /readyz, not the schema: building the OpenAPI schema is slow on a busy machine, and a
+    # readiness loop re-asking for it raced two first builds inside drf-spectacular.
+    wait_http(f"http://{API_HOST}:{API_PORT}/readyz", "api", stack.var_dir)
 
     sample = build(stack.var_dir / "demo-sample")
     print(f"indexing the sample archive {sample.archive_dir} …", flush=True)

@@ -11,15 +11,14 @@ from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 
+def _minio(**options) -> Minio:
+    return Minio(settings.S3_ENDPOINT, access_key=settings.S3_ACCESS_KEY, secret_key=settings.S3_SECRET_KEY,
+                 secure=settings.S3_SECURE, region=settings.S3_REGION, **options)
+
+
 @lru_cache(maxsize=1)
 def client() -> Minio:
-    return Minio(
-        settings.S3_ENDPOINT,
-        access_key=settings.S3_ACCESS_KEY,
-        secret_key=settings.S3_SECRET_KEY,
-        secure=settings.S3_SECURE,
-        region=settings.S3_REGION,
-    )
+    return _minio()
 
 
 @lru_cache(maxsize=1)
@@ -27,12 +26,7 @@ def _probe_client() -> Minio:
     """A client without the SDK's retries and with short timeouts: for asking "is it up?"."""
     import urllib3
 
-    return Minio(
-        settings.S3_ENDPOINT,
-        access_key=settings.S3_ACCESS_KEY,
-        secret_key=settings.S3_SECRET_KEY,
-        secure=settings.S3_SECURE,
-        region=settings.S3_REGION,
+    return _minio(
         http_client=urllib3.PoolManager(timeout=urllib3.Timeout(connect=2, read=5), retries=urllib3.Retry(total=0)),
     )
 

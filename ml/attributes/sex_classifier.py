@@ -28,6 +28,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from ml.attributes import mask_net
+from ml.attributes.dlib_chips import SEX_CHIP, onnx_session, prepare, tta_chips
 
 SEX_LABELS = ("female", "male")
 DEFAULT_SEX_MODEL_ID = "dlib-gender-v1"
@@ -112,15 +113,11 @@ class DlibSexClassifier:
     embedding_model = None
 
     def __init__(self, model_id: str, onnx_bytes: bytes):
-        from ml.attributes.age_sex import onnx_session
-
         self.model_id = model_id
         self._session = onnx_session(onnx_bytes)
 
     def view_probabilities(self, img_bgr: np.ndarray, faces: Sequence) -> np.ndarray:
-        """(n, views) P(male) of each test-time view (``age_sex.tta_chips`` order: per scale, as is then mirrored)."""
-        from ml.attributes.age_sex import SEX_CHIP, tta_chips, prepare
-
+        """(n, views) P(male) of each test-time view (``dlib_chips.tta_chips`` order: per scale, as is then mirrored)."""
         if not faces:
             return np.zeros((0, 0), np.float32)
         img_rgb = np.ascontiguousarray(img_bgr[:, :, ::-1])

@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also measure with the gallery grown by distractor people to these sizes (comma-separated)")
     p.add_argument("--margin", type=float, default=0.03,
                    help="ambiguity margin between the two best identities (the deployment default, FACEINDEX_AMBIGUITY_MARGIN)")
+    p.add_argument("--masked-probes", dest="masked_probes", action="store_true",
+                   help="draw a synthetic mask (held-out fabric) on every probe photo; enroll bare + masked-probe templates")
     common(p)
     p = sub.add_parser("calibrate", help="per-pair impostor score tail (manifest impostor_tail)")
     p.add_argument("--root", type=Path, required=True)
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
         sizes = tuple(int(v) for v in args.gallery_sizes.split(",") if v.strip())
         report = run_openset(pipeline, args.root, rule=default_rule(pipeline, args.target_fpir), gallery_sizes=sizes,
-                             margin=args.margin, baseline_threshold=pipeline.threshold, cache=args.cache)
+                             margin=args.margin, baseline_threshold=pipeline.threshold, cache=args.cache,
+                             masked_probes=args.masked_probes)
         report["target_fpir"] = args.target_fpir
     elif args.command == "calibrate":
         from ml.eval.calibrate import run_calibrate

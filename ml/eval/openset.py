@@ -47,29 +47,45 @@ def split_protocol(items: list[tuple[str, Path]]):
 
 
 def run_openset(pipeline, root: Path, *, rule, gallery_sizes=(1500,), margin: float = 0.0,
-                baseline_threshold: float | None = None, cache: bool = True) -> dict:
-    """``rule(comparisons) -> threshold``: the decision under test (the shipped default in __main__)."""
+                baseline_threshold: float | None = None, cache: bool = True, masked_probes: bool = False) -> dict:
+    """``rule(comparisons) -> threshold``: the decision under test (the shipped default in __main__).
+
+    ``masked_probes``: every probe photo wears a synthetic mask (ml.eval.masked); enrolled faces get
+    their masked-probe templates as enrollment stores them.
+    """
     items = identity_folders(root)
     embedded = embed_images(pipeline, [p for _, p in items], desc="openset: embedding", face="centre", cache=cache)
     emb = {path: e.embedding for path, e in embedded.items() if e.embedding is not None}
     enroll, known, unknown = split_protocol(items)
     report = {"protocol": f"enroll first photo of people with >= {MIN_PHOTOS_TO_ENROLL} photos; face nearest centre",
               "no_face": sum(1 for e in embedded.values() if e.faces_found == 0), "no_face_policy": NO_FACE_POLICY}
-    figures = evaluate(emb, enroll, known, unknown, rule=rule, margin=margin)
+    masked = None
+    if masked_probes:
+        from ml.eval.masked import PROBE_FABRIC, masked_views
+
+        galleries = [enroll] + [g for g in (grow_gallery(items, enroll, s) for s in gallery_sizes) if g is not None]
+        probe_paths = [p for _, p in known + unknown if str(p) in emb]
+        masked = masked_views(pipeline, probe_paths, {p for g in galleries for p in g.values() if str(p) in emb},
+                              face="centre", cache=cache)
+        report["masked_probes"] = {"fabric": PROBE_FABRIC, "drawn_on": "whole photo, then detected again",
+                                   "face_found_again": masked.redetected, "probes": len(probe_paths)}
+    figures = evaluate(emb, enroll, known, unknown, rule=rule, margin=margin, masked=masked)
     report.update({k: v for k, v in figures.items() if not k.startswith("_")})
     if baseline_threshold is not None:
-        fixed = evaluate(emb, enroll, known, unknown, rule=lambda _: baseline_threshold, margin=margin)
+        fixed = evaluate(emb, enroll, known, unknown, rule=lambda _: baseline_threshold, margin=margin, masked=masked)
         report["fixed_pair_threshold"] = {k: fixed[k] for k in ("threshold", "identification_rate", "false_accept_rate", "misidentified")}
     by_size = {}
     for size in gallery_sizes:
         grown = grow_gallery(items, enroll, size)
         if grown is None:
             continue
-        figures = evaluate(emb, grown, known, unknown, rule=rule, margin=margin)
-        by_size[str(size)] = {k: figures[k] for k in ("enrolled", "threshold", "identification_rate", "false_accept_rate",
-                                                      "misidentified", "identification_rate_at_fpir")}
+        figures = evaluate(emb, grown, known, unknown, rule=rule, margin=margin, masked=masked)
+        by_size[str(size)] = {k: figures[k] for k in ("enrolled", "threshold", "masked_threshold", "flagged_masked",
+                                                      "identification_rate", "false_accept_rate",
+                                                      "misidentified", "identification_rate_at_fpir") if k in figures}
         if baseline_threshold is not None:
-            fixed = evaluate(emb, grown, known, unknown, rule=lambda _: baseline_threshold, margin=margin)
+            fixed = evaluate(emb, grown, known, unknown, rule=lambda _: baseline_threshold, margin=margin,
+                             masked=masked)
             by_size[str(size)]["fixed_pair_threshold"] = {
                 k: fixed[k] for k in ("identification_rate", "false_accept_rate", "misidentified")}
     report["by_gallery_size"] = by_size
@@ -91,16 +107,27 @@ def grow_gallery(items, enroll: dict, size: int) -> dict | None:
     return grown
 
 
-def evaluate(emb: dict, enroll: dict, known, unknown, *, rule, margin: float = 0.0) -> dict:
+def evaluate(emb: dict, enroll: dict, known, unknown, *, rule, margin: float = 0.0, masked=None) -> dict:
+    """``masked`` (ml.eval.masked.MaskedViews): probes wear synthetic masks; as in the service, a probe the
+    mask classifier calls masked also meets the masked-probe templates, at the threshold for all templates."""
     names = sorted(n for n in enroll if str(enroll[n]) in emb)
     gallery = np.stack([emb[str(enroll[n])] for n in names])
     index = {n: i for i, n in enumerate(names)}
-    known = [(n, p) for n, p in known if str(p) in emb]
-    unknown = [(n, p) for n, p in unknown if str(p) in emb]
+    probe_emb = emb if masked is None else masked.probes
+    known = [(n, p) for n, p in known if str(p) in probe_emb]
+    unknown = [(n, p) for n, p in unknown if str(p) in probe_emb]
     threshold = float(rule(len(names)))
+    masked_threshold = float(rule(2 * len(names)))  # bare + masked-probe template per identity
+
+    def flagged(probes):
+        return np.array([masked is not None and masked.flagged[str(p)] for _, p in probes], dtype=bool)
 
     def best(probes):
-        scores = np.stack([emb[str(p)] for _, p in probes]) @ gallery.T
+        vectors = np.stack([probe_emb[str(p)] for _, p in probes])
+        scores = vectors @ gallery.T
+        if masked is not None:
+            blends = np.stack([masked.templates[str(enroll[n])] for n in names])
+            scores = np.where(flagged(probes)[:, None], np.maximum(scores, vectors @ blends.T), scores)
         for row, (name, _) in enumerate(probes):  # a probe never meets its own identity's template as a stranger
             if name in index and str(enroll[name]) == str(probes[row][1]):
                 scores[row, index[name]] = -np.inf
@@ -113,13 +140,14 @@ def evaluate(emb: dict, enroll: dict, known, unknown, *, rule, margin: float = 0
     u_idx, u_top, u_second = best(unknown)
     k_right = np.array([names[i] == n for i, (n, _) in zip(k_idx, known)])
 
-    def named(top, second):
-        accepted = top >= threshold
+    def named(top, second, probes):
+        cut = np.where(flagged(probes), masked_threshold, threshold)
+        accepted = top >= cut
         if margin > 0:
-            accepted &= ~((second >= threshold) & (top - second < margin))
+            accepted &= ~((second >= cut) & (top - second < margin))
         return accepted
 
-    k_named, u_named = named(k_top, k_second), named(u_top, u_second)
+    k_named, u_named = named(k_top, k_second, known), named(u_top, u_second, unknown)
     n_named = int(k_named.sum() + u_named.sum())
     at_fpir = {}
     for fpir in FPIR_POINTS:
@@ -134,6 +162,9 @@ def evaluate(emb: dict, enroll: dict, known, unknown, *, rule, margin: float = 0
         "probes_enrolled": len(known),
         "probes_never_enrolled": len(unknown),
         "threshold": round(threshold, 4),
+        **({"masked_threshold": round(masked_threshold, 4),
+            "flagged_masked": float(np.concatenate([flagged(known), flagged(unknown)]).mean())}
+           if masked is not None else {}),
         "margin": margin,
         "identification_rate": float((k_named & k_right).mean()),
         "misidentified": float((k_named & ~k_right).mean()),

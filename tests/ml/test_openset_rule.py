@@ -97,3 +97,39 @@ def test_openset_protocol_and_figures_on_synthetic_people():
     # FPIR 5% of 15 strangers allows none: the cut sits just above the twin's score.
     twin_score = float(emb[str(unknown[0][1])] @ emb[str(enroll["p00"])])
     assert figures["identification_rate_at_fpir"]["0.05"]["threshold"] == pytest.approx(twin_score, abs=1e-4)
+
+
+def test_masked_probes_meet_masked_templates_at_the_masked_threshold():
+    """As in the service: a probe called masked also meets the masked-probe templates, at rule(2N)."""
+    from pathlib import Path
+
+    from ml.eval.masked import MaskedViews
+    from ml.eval.openset import evaluate
+
+    rng = np.random.default_rng(5)
+    centres = unit_vectors(rng, 4)
+    enroll = {f"p{i}": Path(f"p{i}/e.jpg") for i in range(4)}
+    emb = {str(p): centres[i] for i, p in enumerate(enroll.values())}
+    # p0's probe scores 0.45 against the bare template and 0.7 against its masked-probe template.
+    other = unit_vectors(rng, 1)[0]
+    other -= (other @ centres[0]) * centres[0]
+    other /= np.linalg.norm(other)
+    probe = 0.45 * centres[0] + np.sqrt(1 - 0.45 ** 2) * other
+    blend = 0.7 * probe + np.sqrt(1 - 0.7 ** 2) * unit_vectors(rng, 1)[0]
+    templates = {str(p): centres[i] for i, p in enumerate(enroll.values())}
+    templates[str(enroll["p0"])] = blend / np.linalg.norm(blend)
+    known, strangers = [("p0", Path("p0/probe.jpg"))], [("s0", Path("s0/probe.jpg"))]
+
+    def run(flagged: bool):
+        views = MaskedViews(probes={"p0/probe.jpg": probe.astype(np.float32), "s0/probe.jpg": unit_vectors(rng, 1)[0]},
+                            flagged={"p0/probe.jpg": flagged, "s0/probe.jpg": flagged}, templates=templates)
+        return evaluate(emb, enroll, known, strangers, rule=lambda comparisons: 0.4 + 0.1 * (comparisons > 4),
+                        masked=views)
+
+    masked, bare = run(True), run(False)
+    assert masked["threshold"] == 0.4 and masked["masked_threshold"] == 0.5  # bare N=4, masked 2N=8 comparisons
+    assert masked["identification_rate"] == 1.0 and masked["flagged_masked"] == 1.0  # 0.7 via the masked template
+    assert bare["identification_rate"] == 1.0 and bare["flagged_masked"] == 0.0  # 0.45 >= bare threshold 0.4
+    # Without its masked-probe template the flagged probe (0.45) misses the masked threshold.
+    templates[str(enroll["p0"])] = centres[0]
+    assert run(True)["identification_rate"] == 0.0
