@@ -28,7 +28,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import cv2
-import numpy as np
 import urllib3
 
 KINDS = ("GET /jobs", "GET /faces", "POST /search", "POST /jobs")

@@ -76,7 +76,6 @@ def figures(known_right, known_named, known_top, unknown_named, unknown_top) -> 
 # -- faceindex through the stack ---------------------------------------------------------------
 
 def run_faceindex(enroll: dict, known, unknown, work: Path, env: dict, log_dir: Path) -> dict:
-    from django.conf import settings
     from django.contrib.auth import get_user_model
 
     from backend.gallery import matching

@@ -30,7 +30,7 @@ from backend.gallery import matching
 from backend.gallery.models import Face
 from ml.decode import decode_image
 
-from . import dedup, services
+from . import completion, dedup, services
 from .models import Image
 from .originals import SourceUnreadable, crop_key, read_original
 from .signals import faces_indexed
@@ -285,7 +285,7 @@ def _finish_as_link(work: Work, locked: Image, canonical: dedup.Indexed, load_pi
     dedup.mark_linked(locked, canonical)
     locked.timings = {k: round(v, 5) for k, v in work.seconds.items()}
     locked.save()
-    services.finish_image(locked, failed=False, faces_found=new_faces, linked=True)
+    completion.finish_image(locked, failed=False, faces_found=new_faces, linked=True)
 
 
 CROP_UPLOAD_THREADS = 8  # crop PUTs are network round trips: overlap them
@@ -400,7 +400,7 @@ def _write_batch_rows(batch: list[Work], *, worker_name: str, crops_uploaded, st
         image.timings = {k: round(v, 5) for k, v in works_by_id[image.pk].seconds.items()}
     Image.objects.bulk_update(done, DONE_FIELDS)
     for job_id in sorted(finished):
-        services.count_finished(job_id, processed=len(finished[job_id]), faces_found=sum(n for _, n in finished[job_id]))
+        completion.count_finished(job_id, processed=len(finished[job_id]), faces_found=sum(n for _, n in finished[job_id]))
 
 
 DONE_FIELDS = ["status", "width", "height", "taken_at", "gps_lat", "gps_lon", "processed_at", "worker",
@@ -473,7 +473,7 @@ def _write_faces(work: Work, *, worker_name: str) -> None:
         work.seconds["write"] += time.perf_counter() - write_started - work.seconds["match"]
         locked.timings = {k: round(v, 5) for k, v in work.seconds.items()}
         locked.save()
-        services.finish_image(locked, failed=False, faces_found=len(rows))
+        completion.finish_image(locked, failed=False, faces_found=len(rows))
         # Receivers (e.g. gallery clustering, connected in its AppConfig.ready)
         # run once per written image, after its faces are committed.
         face_ids = [row.pk for row in rows]

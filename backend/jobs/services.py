@@ -16,7 +16,7 @@ from backend.core.errors import Conflict, ServiceError
 from backend.core.uploads import Upload
 
 from . import broker, completion, dedup, listing, queueing, sources
-from .completion import complete_if_done, count_finished, finish_image  # noqa: F401 (jobs.processing calls services.*)
+from .completion import complete_if_done, finish_image
 from .ingest import iter_upload
 from .models import Image, Job
 from .originals import original_key
