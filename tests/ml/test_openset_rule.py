@@ -133,3 +133,16 @@ def test_masked_probes_meet_masked_templates_at_the_masked_threshold():
     # Without its masked-probe template the flagged probe (0.45) misses the masked threshold.
     templates[str(enroll["p0"])] = centres[0]
     assert run(True)["identification_rate"] == 0.0
+
+
+def test_shipped_rule_uses_the_masked_tail_for_masked_probes(pipeline):
+    from ml.eval.openset import default_rule
+
+    assert pipeline.masked_impostor_tail is not None and pipeline.impostor_tail is not None
+    bare, masked = default_rule(pipeline, TARGET), default_rule(pipeline, TARGET, masked=True)
+    for comparisons in (300, 3000):
+        assert masked(comparisons) == pytest.approx(
+            openset_threshold(pipeline.masked_impostor_tail, target_fpir=TARGET, comparisons=comparisons))
+        assert bare(comparisons) == pytest.approx(
+            openset_threshold(pipeline.impostor_tail, target_fpir=TARGET, comparisons=comparisons))
+        assert masked(comparisons) > bare(comparisons)
