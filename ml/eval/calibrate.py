@@ -6,13 +6,14 @@ goes into weights/manifest.toml as ``impostor_tail``; ml.openset turns it into
 open-set thresholds for any gallery size.
 
 ``masked_probes``: the tail for probes the mask classifier calls masked
-(manifest ``masked_impostor_tail``). The open-set protocol's probe photos wear
-a synthetic mask in the held-out probe fabric, drawn on the whole photo and
-detected again, exactly as ``openset --masked-probes`` draws them (same cache);
-each one the classifier flags is scored against the bare and the masked-probe
-template of every other person of the protocol's largest gallery
-(``MASKED_GALLERY`` people: what a masked probe meets in the service), one
-pair per template.
+(manifest ``masked_impostor_tail``), fitted like the bare one on every
+cross-identity pair there is: the open-set protocol's probe photos wear a
+synthetic mask in the held-out probe fabric, drawn on the whole photo and
+detected again, exactly as ``openset --masked-probes`` draws them (same
+cache); each one the classifier flags is scored against the bare and the
+masked-probe template of every other person of the protocol's largest
+gallery (``MASKED_GALLERY`` people: what a masked probe meets in the
+service), one pair per template.
 """
 from __future__ import annotations
 
@@ -56,24 +57,6 @@ def tail_table(scores: np.ndarray, rates=RATES) -> dict[str, float]:
     return table
 
 
-def masked_impostor_scores(probes: dict[str, np.ndarray], flagged: dict[str, bool], bare: dict[str, np.ndarray],
-                           templates: dict[str, np.ndarray], items) -> np.ndarray:
-    """Flagged masked probes against other people's bare and masked-probe templates."""
-    name_of = {str(p): n for n, p in items}
-    gallery = [p for p in sorted(bare) if p in templates]
-    gallery_names = np.array([name_of[p] for p in gallery])
-    matrix = np.concatenate([np.stack([bare[p] for p in gallery]), np.stack([templates[p] for p in gallery])])
-    matrix_names = np.concatenate([gallery_names, gallery_names])
-    chosen = [p for p in sorted(probes) if flagged[p]]
-    out = []
-    for start in range(0, len(chosen), 256):
-        block = chosen[start:start + 256]
-        scores = np.stack([probes[p] for p in block]) @ matrix.T
-        different = np.array([name_of[p] for p in block])[:, None] != matrix_names[None, :]
-        out.append(scores[different])
-    return np.concatenate(out)
-
-
 def run_calibrate(pipeline, root: Path, *, cache: bool = True, masked_probes: bool = False) -> dict:
     items = identity_folders(root)
     embedded = embed_images(pipeline, [p for _, p in items], desc="calibrate: embedding", face="centre", cache=cache)
@@ -92,16 +75,22 @@ def run_calibrate(pipeline, root: Path, *, cache: bool = True, masked_probes: bo
 
         enroll, known, unknown = split_protocol(items)
         gallery = grow_gallery(items, enroll, MASKED_GALLERY) or enroll
+        # openset's masked views (same cache)
         probes = [str(p) for _, p in known + unknown if str(p) in emb]
         templates = [str(p) for p in gallery.values() if str(p) in emb]
         views = masked_views(pipeline, probes, templates, face="centre", cache=cache)
-        masked = masked_impostor_scores(views.probes, views.flagged, {p: emb[p] for p in templates},
-                                        views.templates, items)
+        flagged = [p for p in probes if views.flagged[p]]
+        name_of = {str(p): n for n, p in items}
+        matrix = np.concatenate([np.stack([emb[p] for p in templates]), np.stack([views.templates[p] for p in templates])])
+        columns = np.array([name_of[p] for p in templates] * 2)
+        scores = np.stack([views.probes[p] for p in flagged]) @ matrix.T
+        pairs = scores[np.array([name_of[p] for p in flagged])[:, None] != columns[None, :]]
         report["masked_probes"] = {
             "fabric": PROBE_FABRIC, "drawn_on": "whole photo, then detected again",
-            "probes": len(probes), "gallery": len(templates),
-            "flagged_masked": float(np.mean([views.flagged[p] for p in probes])),
-            "impostor_pairs": int(len(masked)), "impostor_max": round(float(masked.max()), 4),
+            "fitted_on": "flagged masked probes vs other people's bare + masked-probe templates",
+            "probes": len(flagged), "gallery": len(templates),
+            "flagged_masked": len(flagged) / len(probes),
+            "impostor_pairs": int(len(pairs)), "impostor_max": round(float(pairs.max()), 4),
         }
-        report["masked_impostor_tail"] = tail_table(masked)
+        report["masked_impostor_tail"] = tail_table(pairs)
     return report
