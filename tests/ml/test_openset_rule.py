@@ -145,4 +145,4 @@ def test_shipped_rule_uses_the_masked_tail_for_masked_probes(pipeline):
             openset_threshold(pipeline.masked_impostor_tail, target_fpir=TARGET, comparisons=comparisons))
         assert bare(comparisons) == pytest.approx(
             openset_threshold(pipeline.impostor_tail, target_fpir=TARGET, comparisons=comparisons))
-        assert masked(comparisons) > bare(comparisons)
+        assert masked(comparisons) > bare(comparisons)  # the masked tail is the heavier one past ~1e-4

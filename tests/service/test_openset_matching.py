@@ -77,5 +77,5 @@ def test_masked_probes_are_held_to_the_masked_impostor_tail():
         masked = matching.threshold_for_gallery(templates, target_fpir=0.01, masked=True)
         assert masked == pytest.approx(openset_threshold(pipeline.masked_impostor_tail, target_fpir=0.01,
                                                          comparisons=templates, floor=pipeline.threshold))
-        # masked impostors score higher than bare ones at the same rate, so the cut is stricter
+        # past ~1e-4 per pair the masked tail is the heavier one, so big galleries cut masked probes stricter
         assert masked > bare
