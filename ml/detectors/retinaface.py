@@ -16,11 +16,13 @@ batched call.
 from __future__ import annotations
 
 import math
+import threading
 
 import cv2
 import numpy as np
 
 from ml.detectors.resize import clip_box, fit_for_detector
+from ml.threads import thread_limit
 from ml.types import DetectedFace
 
 ANCHOR_STRIDES = (8, 16, 32)
@@ -56,6 +58,7 @@ class RetinaFaceDetector:
         self._threads = int(opts["threads"]) if "threads" in opts else None
         self._session_obj = None
         self._session_threads = None
+        self._session_lock = threading.Lock()  # the torch path refines images on several threads
 
     def set_num_threads(self, threads: int) -> None:
         """onnxruntime intra-op threads (0 = one per core); cv2.setNumThreads does not reach it."""
@@ -66,22 +69,23 @@ class RetinaFaceDetector:
     def _session(self):
         # Built on first use, so a worker's ml.threads.limit_threads (called after
         # the models load) reaches onnxruntime's own thread pool too.
-        from ml.threads import thread_limit
-
         threads = self._threads if self._threads is not None else thread_limit()
-        if self._session_obj is None or threads != self._session_threads:
-            import onnxruntime as ort
+        with self._session_lock:
+            if self._session_obj is None or threads != self._session_threads:
+                self._session_obj = self._new_session(threads)
+                self._session_threads = threads
+            return self._session_obj
 
-            session_options = ort.SessionOptions()
-            session_options.log_severity_level = 3
-            session_options.intra_op_num_threads = threads
-            # No busy-waiting between calls: the crops are small, and spinning threads
-            # burn CPU the other models of a busy worker need.
-            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session_obj = ort.InferenceSession(self._model_bytes, session_options,
-                                                     providers=["CPUExecutionProvider"])
-            self._session_threads = threads
-        return self._session_obj
+    def _new_session(self, threads: int):
+        import onnxruntime as ort
+
+        session_options = ort.SessionOptions()
+        session_options.log_severity_level = 3
+        session_options.intra_op_num_threads = threads
+        # No busy-waiting between calls: the crops are small, and spinning threads
+        # burn CPU the other models of a busy worker need.
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(self._model_bytes, session_options, providers=["CPUExecutionProvider"])
 
     def detect(self, img: np.ndarray) -> list[DetectedFace]:
         height, width = img.shape[:2]
