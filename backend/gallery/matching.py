@@ -23,7 +23,7 @@ from ml.openset import openset_threshold
 
 from backend.core.pipeline import get_pipeline
 
-from .models import MatchingPolicy, Template
+from .models import EMBEDDING_SQL_TYPE, MatchingPolicy, Template
 
 
 @dataclass(frozen=True)
@@ -117,10 +117,10 @@ def identity_scores_batch(owner_id: int, embeddings, probes_masked, *, k: int | 
         SELECT probe.ordinal, nearest.identity_id, nearest.distance
         FROM unnest(%s::int[], %s::text[], %s::bool[]) AS probe(ordinal, embedding, masked)
         CROSS JOIN LATERAL (
-            SELECT t.identity_id, t.embedding <=> probe.embedding::vector AS distance
+            SELECT t.identity_id, t.embedding <=> probe.embedding::{EMBEDDING_SQL_TYPE} AS distance
             FROM {Template._meta.db_table} t
             WHERE t.owner_id = %s AND (probe.masked OR NOT t.masked)
-            ORDER BY t.embedding <=> probe.embedding::vector
+            ORDER BY t.embedding <=> probe.embedding::{EMBEDDING_SQL_TYPE}
             LIMIT %s
         ) AS nearest
     """
