@@ -135,6 +135,32 @@ def keep_build(conn, params: dict, figures: dict) -> None:
     conn.execute(f"INSERT INTO {META_TABLE} VALUES (%s::jsonb, %s::jsonb)", (json.dumps(params), json.dumps(figures)))
 
 
+def graph_memory(conn, storage: str, m: int, ef_construction: int, rows: int = 60_000, budget_mb: int = 16) -> dict:
+    """Memory the HNSW build needs per face: build over ``rows`` kept faces with a small maintenance_work_mem
+    and read the tuple count at which pgvector says the graph no longer fits (then stop the build)."""
+    import psycopg
+
+    notices: list[str] = []
+    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+    conn.execute("DROP TABLE IF EXISTS bench_search_graph")
+    conn.execute(f"CREATE TABLE bench_search_graph AS SELECT * FROM {TABLE} WHERE id < %s", (rows,))
+    try:
+        with conn.transaction():
+            conn.execute(f"SET LOCAL maintenance_work_mem = '{int(budget_mb)}MB'")
+            conn.execute("SET LOCAL statement_timeout = '600s'")
+            conn.execute(f"CREATE INDEX ON bench_search_graph USING hnsw (embedding {OPCLASS[storage]}) "
+                         f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
+    except psycopg.errors.QueryCanceled:
+        pass
+    finally:
+        conn.execute("DROP TABLE bench_search_graph")
+    fitted = [int(word) for n in notices if "no longer fits" in n for word in n.split() if word.isdigit()]
+    if not fitted:
+        return {"rows": rows, "maintenance_work_mem_mb": budget_mb, "note": "the graph fitted; use more rows"}
+    return {"rows": rows, "maintenance_work_mem_mb": budget_mb, "graph_full_after_tuples": fitted[0],
+            "build_bytes_per_face": round(budget_mb * 2**20 / fitted[0])}
+
+
 def index_used(conn, sql: str, probe, ef: int) -> str:
     """The index the planner picks for an owner's query (EXPLAIN), e.g. the HNSW index or the owner_id btree."""
     with conn.transaction():
@@ -174,7 +200,7 @@ def _time_queries(conn, sql: str, probes, exact, exact_first, k: int, ef: int, c
 def run(size: int, queries: int, k: int, ef_values: list[int], per_person: int = 20, seed: int = 0,
         storage: str = "halfvec", owners: int = 5, maintenance_work_mem: str = "2GB", inserts: int = 2000,
         default_ef: int = 100, threshold: float = 0.375, m: int = 16, ef_construction: int = 128,
-        keep: bool = False, reuse: bool = False) -> dict:
+        keep: bool = False, reuse: bool = False, measure_graph_memory: bool = False) -> dict:
     rng = np.random.default_rng(seed)
     vectors, centres, person = clustered_vectors(size, max(size // per_person, 1), rng)
     # Each person's photos belong to one owner (an owner's archive holds its own people).
@@ -220,6 +246,8 @@ def run(size: int, queries: int, k: int, ef_values: list[int], per_person: int =
                                     **_time_queries(conn, owner_sql, probes, exact, exact_first, k, default_ef, cast)})
         del scores
     report["load_average_after_queries"] = [round(v, 2) for v in os.getloadavg()]
+    if measure_graph_memory:
+        report["graph_memory"] = graph_memory(conn, storage, m, ef_construction)
     if inserts:
         report["inserts"] = _insert_throughput(conn, rng, centres, size, inserts, storage)
     if keep or reuse:
@@ -281,6 +309,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="leave the built table in the database for --reuse")
     parser.add_argument("--reuse", action="store_true",
                         help="time the queries on the table a --keep run left (same parameters), without rebuilding")
+    parser.add_argument("--graph-memory", action="store_true",
+                        help="also measure the HNSW build memory per face (maintenance_work_mem a large build needs)")
     parser.add_argument("--default-ef", type=int, default=100, help="ef_search for the per-owner figures")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--k", type=int, default=10)
@@ -290,7 +320,8 @@ def main() -> None:
     print(json.dumps(run(args.size, args.queries, args.k, [int(v) for v in args.ef.split(",")], args.per_person,
                          storage=args.storage, owners=args.owners, maintenance_work_mem=args.maintenance_work_mem,
                          inserts=args.inserts, m=args.m, ef_construction=args.ef_construction,
-                         default_ef=args.default_ef, seed=args.seed, keep=args.keep, reuse=args.reuse), indent=2))
+                         default_ef=args.default_ef, seed=args.seed, keep=args.keep, reuse=args.reuse,
+                         measure_graph_memory=args.graph_memory), indent=2))
 
 
 if __name__ == "__main__":
