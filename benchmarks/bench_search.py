@@ -101,11 +101,16 @@ def build(conn, vectors: np.ndarray, owners: np.ndarray, storage: str, maintenan
     conn.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
     # pgvector says when the graph outgrew maintenance_work_mem (the build then slows down a lot).
     notices: list[str] = []
-    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+
+    def hnsw_notice(diag):
+        if "hnsw" in (diag.message_primary or ""):
+            notices.append(diag.message_primary)
+    conn.add_notice_handler(hnsw_notice)
     started = time.perf_counter()
     conn.execute(f"CREATE INDEX {TABLE}_hnsw ON {TABLE} USING hnsw (embedding {OPCLASS[storage]}) "
                  f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
     indexed = time.perf_counter() - started
+    conn.remove_notice_handler(hnsw_notice)
     workers = conn.execute("SHOW max_parallel_maintenance_workers").fetchone()[0]
     conn.execute(f"CREATE INDEX ON {TABLE} (owner_id)")
     conn.execute(f"ANALYZE {TABLE}")
@@ -135,13 +140,17 @@ def keep_build(conn, params: dict, figures: dict) -> None:
     conn.execute(f"INSERT INTO {META_TABLE} VALUES (%s::jsonb, %s::jsonb)", (json.dumps(params), json.dumps(figures)))
 
 
-def graph_memory(conn, storage: str, m: int, ef_construction: int, rows: int = 60_000, budget_mb: int = 16) -> dict:
+def graph_memory(conn, storage: str, m: int, ef_construction: int, rows: int = 24_000, budget_mb: int = 16) -> dict:
     """Memory the HNSW build needs per face: build over ``rows`` kept faces with a small maintenance_work_mem
-    and read the tuple count at which pgvector says the graph no longer fits (then stop the build)."""
+    and read the tuple count at which pgvector says the graph no longer fits (~17k faces: the rest of the
+    build, on disk, is short)."""
     import psycopg
 
     notices: list[str] = []
-    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+
+    def hnsw_notice(diag):
+        notices.append(diag.message_primary or "")
+    conn.add_notice_handler(hnsw_notice)
     conn.execute("DROP TABLE IF EXISTS bench_search_graph")
     conn.execute(f"CREATE TABLE bench_search_graph AS SELECT * FROM {TABLE} WHERE id < %s", (rows,))
     try:
@@ -153,6 +162,7 @@ def graph_memory(conn, storage: str, m: int, ef_construction: int, rows: int = 6
     except psycopg.errors.QueryCanceled:
         pass
     finally:
+        conn.remove_notice_handler(hnsw_notice)
         conn.execute("DROP TABLE bench_search_graph")
     fitted = [int(word) for n in notices if "no longer fits" in n for word in n.split() if word.isdigit()]
     if not fitted:
