@@ -5,11 +5,10 @@ from pgvector.django import HalfVectorField, HnswIndex
 # The default recognizer (SFace, weights/manifest.toml) emits 128-d vectors.
 # A recognizer of another width needs a migration of these columns.
 EMBEDDING_DIM = 128
-# Embeddings are stored in half precision: half the table and index size of
-# float32 (more of a large gallery's index stays in memory) and it moves a
-# cosine similarity by < 2e-4, no match decision at the threshold flipped
-# (benchmarks/bench_search.py, README "Gallery scale"). Query parameters are
-# cast to the same type (EMBEDDING_SQL_TYPE) so the HNSW index is used.
+# Embeddings are stored in half precision: half the table and two thirds of
+# the index size of float32 (more of a large gallery stays in memory), and a
+# cosine similarity moves by <= 0.00016 (README "Gallery scale"). Probes are
+# cast to the same type (EMBEDDING_SQL_TYPE) so the queries use the HNSW index.
 EMBEDDING_SQL_TYPE = f"halfvec({EMBEDDING_DIM})"
 # HNSW graph: ef_construction 128 reaches recall@1 >= 0.99 against exact search
 # at 1M faces with hnsw.ef_search 100 (FACEINDEX_HNSW_EF_SEARCH); 64 did not.
