@@ -156,7 +156,7 @@ def graph_memory(conn, storage: str, m: int, ef_construction: int, rows: int = 2
     try:
         with conn.transaction():
             conn.execute(f"SET LOCAL maintenance_work_mem = '{int(budget_mb)}MB'")
-            conn.execute("SET LOCAL statement_timeout = '600s'")
+            conn.execute("SET LOCAL statement_timeout = '300s'")
             conn.execute(f"CREATE INDEX ON bench_search_graph USING hnsw (embedding {OPCLASS[storage]}) "
                          f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
     except psycopg.errors.QueryCanceled:
