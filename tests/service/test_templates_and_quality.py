@@ -1,0 +1,160 @@
+"""Several templates per identity: the cap, the quality filter, undo (delete + re-match); low-quality faces stay unnamed."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.core import storage
+from backend.core.pipeline import get_pipeline
+from backend.gallery import matching, services
+from backend.gallery.models import Face, Template
+from ml.package_images import astronaut_bgr
+
+from helpers.api import enroll, files_payload, index, make_client
+from helpers.gallery import faces_of, jpeg, wait_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
+
+
+def shrunk(img, factor: float) -> bytes:
+    """The photo shrunk so its face is tiny (INTER_AREA, as a thumbnail would be)."""
+    return jpeg(cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA))
+
+
+def new_identity(api, name: str) -> int:
+    created = api.post("/api/v1/identities", {"name": name}, format="json")
+    assert created.status_code == 201, created.content
+    return created.json()["id"]
+
+
+def enroll_files(api, identity: int, files: dict[str, bytes]):
+    return api.post(f"/api/v1/identities/{identity}/enroll", files_payload(files), format="multipart")
+
+
+def bare_templates(identity: int) -> int:
+    return Template.objects.filter(identity_id=identity, masked=False).count()
+
+
+def test_templates_are_capped_per_identity_and_the_cap_is_refused_with_a_reason(api, settings):
+    settings.FACEINDEX_MAX_TEMPLATES_PER_IDENTITY = 2
+    astronaut = astronaut_bgr()
+    eileen = new_identity(api, "Eileen")
+    first = enroll_files(api, eileen, {"a.jpg": jpeg(astronaut), "b.jpg": jpeg(cv2.flip(astronaut, 1))})
+    assert first.status_code == 201 and first.json()["enrolled"] == 2, first.content
+    assert bare_templates(eileen) == 2
+
+    # At the cap a new photo is refused (never swapped in silently) and nothing is stored.
+    third = enroll_files(api, eileen, {"c.jpg": jpeg(cv2.resize(astronaut, None, fx=0.8, fy=0.8))})
+    assert third.status_code == 422, third.content
+    body = third.json()
+    assert body["error"]["code"] == "template_limit" and body["results"][0]["error"]["code"] == "template_limit"
+    assert "2" in body["results"][0]["error"]["message"]
+    assert bare_templates(eileen) == 2
+
+    # Confirmed faces count against the same cap: enroll-faces is refused with 409.
+    job = index(api, {"astronaut-small.jpg": jpeg(cv2.resize(astronaut, None, fx=0.7, fy=0.7))})
+    face = faces_of(job["id"], "astronaut-small.jpg").get()
+    refused = api.post(f"/api/v1/identities/{eileen}/enroll-faces", {"face_ids": [face.pk]}, format="json")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "template_limit", refused.content
+    assert bare_templates(eileen) == 2
+
+    # Deleting one makes room again.
+    template_id = api.get(f"/api/v1/identities/{eileen}/templates").json()["results"][0]["id"]
+    assert api.delete(f"/api/v1/identities/{eileen}/templates/{template_id}").status_code == 200
+    added = api.post(f"/api/v1/identities/{eileen}/enroll-faces", {"face_ids": [face.pk]}, format="json")
+    assert added.status_code == 201, added.content
+    assert bare_templates(eileen) == 2
+
+
+def test_a_face_below_the_template_quality_is_refused_as_low_quality(api, settings):
+    astronaut = astronaut_bgr()
+    tiny = shrunk(astronaut, 0.15)  # a ~13 px face
+    quality = max(f.quality for f in get_pipeline().process(cv2.imdecode(np.frombuffer(tiny, np.uint8), cv2.IMREAD_COLOR)))
+    assert quality < settings.FACEINDEX_TEMPLATE_MIN_QUALITY  # the shipped minimum refuses it
+    eileen = new_identity(api, "Eileen")
+    refused = enroll_files(api, eileen, {"tiny.jpg": tiny})
+    assert refused.status_code == 422, refused.content
+    error = refused.json()["results"][0]["error"]
+    assert error["code"] == "low_quality" and f"{quality:.2f}" in error["message"]
+    assert bare_templates(eileen) == 0 and not Template.objects.filter(identity_id=eileen).exists()
+
+    # The same photo passes when the deployment lowers the minimum below its quality.
+    settings.FACEINDEX_TEMPLATE_MIN_QUALITY = quality - 0.01
+    assert enroll_files(api, eileen, {"tiny.jpg": tiny}).status_code == 201
+    assert bare_templates(eileen) == 1
+
+    # A confirmed face below the minimum is refused too, with the face named.
+    settings.FACEINDEX_TEMPLATE_MIN_QUALITY = 0.99
+    job = index(api, {"astronaut.jpg": jpeg(astronaut)})
+    face = faces_of(job["id"], "astronaut.jpg").get()
+    refused = api.post(f"/api/v1/identities/{eileen}/enroll-faces", {"face_ids": [face.pk]}, format="json")
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "low_quality", refused.content
+    assert str(face.pk) in refused.json()["error"]["message"]
+
+
+def test_templates_listed_and_deleted_over_the_api_then_faces_are_matched_again(api, sample_archive):
+    job = index(api, {"hanks-large.jpg": (sample_archive.archive_dir / "2021/hanks-large.jpg").read_bytes()})
+    hanks = enroll(api, "Tom", {"hanks.png": (sample_archive.enroll_dir / "Tom Hanks/hanks.png").read_bytes()})
+    wait_until(lambda: faces_of(job["id"], "hanks-large.jpg").filter(identity_id=hanks).exists(), what="hanks matched")
+    face = faces_of(job["id"], "hanks-large.jpg").get()
+    # A second template from an unrelated person's photo: a wrong enrollment the user will undo.
+    wrong = enroll_files(api, hanks, {"astronaut.jpg": jpeg(astronaut_bgr())})
+    assert wrong.status_code == 201, wrong.content
+    wrong_id = wrong.json()["results"][0]["template_id"]
+
+    listed = api.get(f"/api/v1/identities/{hanks}/templates")
+    assert listed.status_code == 200
+    rows = listed.json()["results"]
+    assert [r["id"] for r in rows] == list(Template.objects.filter(identity_id=hanks, masked=False).order_by("id")
+                                           .values_list("id", flat=True))
+    assert len(rows) == 2 and all(r["quality"] > 0.5 and r["crop_url"] for r in rows)
+    assert api.get(f"/api/v1/identities/{hanks}").json()["templates"] == 2
+    wrong_template = Template.objects.get(pk=wrong_id)
+    assert wrong_template.crop_key in storage.list_keys(f"{api.user.pk}/templates/{hanks}/")
+
+    # Another owner sees none of it.
+    other = make_client()
+    assert other.get(f"/api/v1/identities/{hanks}/templates").status_code == 404
+    assert other.delete(f"/api/v1/identities/{hanks}/templates/{wrong_id}").status_code == 404
+
+    # Deleting the wrong template removes it, its masked companion and its crop.
+    deleted = api.delete(f"/api/v1/identities/{hanks}/templates/{wrong_id}")
+    assert deleted.status_code == 200 and deleted.json() == {"template_id": wrong_id, "templates_deleted": 2}
+    assert not Template.objects.filter(identity_id=hanks, crop_key=wrong_template.crop_key).exists()
+    wait_until(lambda: wrong_template.crop_key not in storage.list_keys(f"{api.user.pk}/templates/{hanks}/"),
+               what="crop deleted")
+    assert api.delete(f"/api/v1/identities/{hanks}/templates/{wrong_id}").status_code == 404
+
+    # Deleting the last template: the face matched through it is re-decided by the same rule (now: unknown).
+    right_id = rows[0]["id"] if rows[0]["id"] != wrong_id else rows[1]["id"]
+    assert api.delete(f"/api/v1/identities/{hanks}/templates/{right_id}").status_code == 200
+    wait_until(lambda: Face.objects.filter(pk=face.pk, identity__isnull=True).exists(), what="face re-decided")
+    face.refresh_from_db()
+    decision = matching.decide(matching.identity_scores(face.owner_id, face.embedding),
+                               rule=matching.match_rule(face.owner_id), quality=face.quality)
+    assert decision.identity_id is None and face.similarity == decision.similarity
+
+
+def test_low_quality_faces_are_not_named_and_say_so(api, settings):
+    astronaut = astronaut_bgr()
+    eileen = enroll(api, "Eileen", {"astronaut.jpg": jpeg(astronaut)})
+    job = index(api, {"sharp.jpg": jpeg(cv2.flip(astronaut, 1)), "tiny.jpg": shrunk(cv2.flip(astronaut, 1), 0.15)})
+    sharp, tiny = faces_of(job["id"], "sharp.jpg").get(), faces_of(job["id"], "tiny.jpg").get()
+    assert sharp.identity_id == eileen
+    assert tiny.quality < settings.FACEINDEX_MATCH_MIN_QUALITY <= sharp.quality
+    # The tiny face is compared (its score is kept) but not named: it is low_quality, not a guess.
+    assert tiny.identity_id is None and tiny.similarity is not None
+    body = api.get(f"/api/v1/faces?job={job['id']}").json()["results"]
+    outcomes = {f["image_name"]: f["outcome"] for f in body}
+    assert outcomes == {"sharp.jpg": "named", "tiny.jpg": "low_quality"}
+
+    # Re-matching applies the same rule: it stays unnamed; under a deployment minimum below
+    # its quality the same re-match names it (the cut, not the score, kept it unnamed).
+    services.rematch(owner_id=api.user.pk, face_ids=[tiny.pk])
+    tiny.refresh_from_db()
+    assert tiny.identity_id is None
+    settings.FACEINDEX_MATCH_MIN_QUALITY = 0.0
+    services.rematch(owner_id=api.user.pk, face_ids=[tiny.pk])
+    tiny.refresh_from_db()
+    assert tiny.identity_id == eileen
