@@ -13,7 +13,7 @@ from backend.core.uploads import Upload, uploads_from_request
 from . import clustering, merging, naming, search, selectors, services
 from .models import Enrollment, Face, Identity, Merge
 from .serializers import (
-    ClusterSerializer, EnrollmentSerializer, FaceIdsSerializer, FaceSerializer, IdentityInputSerializer, IdentitySerializer, MergeInputSerializer,
+    AssignInputSerializer, ClusterSerializer, EnrollmentSerializer, FaceIdsSerializer, FaceSerializer, IdentityInputSerializer, IdentitySerializer, MergeInputSerializer,
     MergeSerializer, NameClusterInputSerializer, OptionalIdentitySerializer, TagFaceInputSerializer, TemplateSerializer,
 )
 
@@ -180,13 +180,14 @@ class MergeUndoApi(APIView):
 class FaceAssignApi(APIView):
     """Move a face to an identity (identity_id), or null for "not its current identity"."""
 
-    @extend_schema(request=OptionalIdentitySerializer, responses=FaceSerializer)
+    @extend_schema(request=AssignInputSerializer, responses=FaceSerializer)
     def post(self, request, face_id: int):
-        data = OptionalIdentitySerializer(data=request.data)
+        data = AssignInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         if "identity_id" not in data.validated_data:
             raise ServiceError("invalid", "identity_id is required (null for unknown)", field="identity_id")
-        face = services.assign_face(owner=request.user, face_id=face_id, identity_id=data.validated_data["identity_id"])
+        face = services.assign_face(owner=request.user, face_id=face_id, identity_id=data.validated_data["identity_id"],
+                                    as_template=data.validated_data["template"])
         return Response(FaceSerializer(Face.objects.select_related("identity", "image").get(pk=face.pk)).data)
 
 

@@ -91,6 +91,10 @@ class OptionalIdentitySerializer(serializers.Serializer):
     identity_id = serializers.IntegerField(min_value=1, allow_null=True, required=False)
 
 
+class AssignInputSerializer(OptionalIdentitySerializer):
+    template = serializers.BooleanField(default=False, help_text="also make the face one of the identity's templates")
+
+
 class MergeInputSerializer(serializers.Serializer):
     source_id = serializers.IntegerField(min_value=1)
 

@@ -529,10 +529,12 @@ def enroll_from_faces(*, identity: Identity, face_ids: list[int]) -> list[Templa
     return templates
 
 
-def assign_face(*, owner, face_id: int, identity_id: int | None) -> Face:
+def assign_face(*, owner, face_id: int, identity_id: int | None, as_template: bool = False) -> Face:
     """Move a face to another identity (a user's decision: matching will not undo it).
 
     identity_id None means "not this person" for its current identity.
+    ``as_template``: the confirmed face also becomes one of the identity's
+    templates (enroll_from_faces: quality filter and cap apply).
     """
     face = get_face(owner=owner, face_id=face_id)
     if identity_id is None:
@@ -540,6 +542,10 @@ def assign_face(*, owner, face_id: int, identity_id: int | None) -> Face:
             raise ServiceError("invalid", "the face has no identity; give identity_id", field="identity_id")
         return reject_face(owner=owner, face_id=face_id, identity_id=face.identity_id)
     identity = get_identity(owner=owner, identity_id=identity_id)
+    if as_template:
+        enroll_from_faces(identity=identity, face_ids=[face.pk])
+        face.refresh_from_db()
+        return face
     with transaction.atomic():
         Rejection.objects.filter(face=face, identity=identity).delete()
         face.identity, face.identity_locked, face.cluster = identity, True, None

@@ -59,11 +59,18 @@ def test_templates_are_capped_per_identity_and_the_cap_is_refused_with_a_reason(
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "template_limit", refused.content
     assert bare_templates(eileen) == 2
 
+    # So does a face confirmed with assign + template; a plain assign is not a template and still works.
+    refused = api.post(f"/api/v1/faces/{face.pk}/assign", {"identity_id": eileen, "template": True}, format="json")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "template_limit", refused.content
+    assert api.post(f"/api/v1/faces/{face.pk}/assign", {"identity_id": eileen}, format="json").status_code == 200
+    assert bare_templates(eileen) == 2
+
     # Deleting one makes room again.
     template_id = api.get(f"/api/v1/identities/{eileen}/templates").json()["results"][0]["id"]
     assert api.delete(f"/api/v1/identities/{eileen}/templates/{template_id}").status_code == 200
-    added = api.post(f"/api/v1/identities/{eileen}/enroll-faces", {"face_ids": [face.pk]}, format="json")
-    assert added.status_code == 201, added.content
+    added = api.post(f"/api/v1/faces/{face.pk}/assign", {"identity_id": eileen, "template": True}, format="json")
+    assert added.status_code == 200 and added.json()["identity"]["id"] == eileen, added.content
+    assert Template.objects.filter(identity_id=eileen, source_face=face, masked=False).exists()
     assert bare_templates(eileen) == 2
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from backend.core.errors import ServiceError
 from backend.gallery import services as gallery_services
 from backend.gallery.models import Identity
 from backend.jobs import services
@@ -87,14 +88,16 @@ class Command(BaseCommand):
         return job
 
     def _enroll(self, user, root: Path, log, *, boxes: dict[str, str]) -> None:
-        unused = set(boxes)
-        for person_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        person_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+        photos = {f"{d.name}/{p.relative_to(d)}" for d in person_dirs for p in files_under(d)}
+        if unknown := sorted(set(boxes) - photos):
+            raise CommandError(f"--box names photos not under {root}: {', '.join(unknown)}")
+        for person_dir in person_dirs:
             identity = Identity.objects.filter(owner=user, name=person_dir.name).first() \
                 or gallery_services.create_identity(owner=user, name=person_dir.name)
             files = files_under(person_dir)
             # A photo with an explicit box is enrolled on its own (a box picks a face in one photo).
             batches = [([p], boxes[key]) for p in files if (key := f"{person_dir.name}/{p.relative_to(person_dir)}") in boxes]
-            unused -= {f"{person_dir.name}/{p.relative_to(person_dir)}" for p in files}
             boxed = {p for batch, _ in batches for p in batch}
             batches.insert(0, ([p for p in files if p not in boxed], None))
             results, enrolled = [], 0
@@ -104,18 +107,18 @@ class Command(BaseCommand):
                 uploads = [services.Upload(p.name, p.open("rb"), p.stat().st_size) for p in batch]
                 try:
                     summary = gallery_services.enroll_from_uploads(identity=identity, uploads=uploads, box=box)
+                except ServiceError as exc:  # a malformed --box
+                    raise CommandError(f"--box for {person_dir.name}/{batch[0].name}: {exc.message}")
                 finally:
                     for upload in uploads:
                         upload.fileobj.close()
                 results += summary.results
                 enrolled += summary.enrolled
             errors = [f"{r.name}: {r.error['code']}: {r.error['message']}"
-                      + (f" boxes {r.error['boxes']} (pick one: --box {person_dir.name}/{r.name}=x,y,w,h)"
+                      + (f" boxes found: {r.error['boxes']} (pick one: --box {person_dir.name}/{r.name}=x,y,w,h)"
                          if r.error.get("boxes") else "")
                       for r in results if r.error]
             print(f"enrolled {identity.name}: {enrolled}/{len(files)} photos" + (f" ({'; '.join(errors)})" if errors else ""), file=log)
-        if unused:
-            raise CommandError(f"--box names photos not under {root}: {', '.join(sorted(unused))}")
 
     def _wait(self, job: Job, timeout: float, log) -> Job:
         from tqdm import tqdm
