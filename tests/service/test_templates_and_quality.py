@@ -17,9 +17,10 @@ from helpers.gallery import faces_of, jpeg, wait_until
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker_process")]
 
 
-def shrunk(img, factor: float) -> bytes:
-    """The photo shrunk so its face is tiny (INTER_AREA, as a thumbnail would be)."""
-    return jpeg(cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA))
+def shrunk(img, factor: float, blur: float = 0.0) -> bytes:
+    """The photo shrunk so its face is tiny (INTER_AREA, as a thumbnail would be), maybe out of focus too."""
+    small = cv2.resize(img, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    return jpeg(cv2.GaussianBlur(small, (0, 0), blur) if blur else small)
 
 
 def new_identity(api, name: str) -> int:
@@ -75,10 +76,11 @@ def test_templates_are_capped_per_identity_and_the_cap_is_refused_with_a_reason(
 
 
 def test_a_face_below_the_template_quality_is_refused_as_low_quality(api, settings):
+    settings.FACEINDEX_TEMPLATE_MIN_QUALITY = 0.5
     astronaut = astronaut_bgr()
     tiny = shrunk(astronaut, 0.15)  # a ~13 px face
     quality = max(f.quality for f in get_pipeline().process(cv2.imdecode(np.frombuffer(tiny, np.uint8), cv2.IMREAD_COLOR)))
-    assert quality < settings.FACEINDEX_TEMPLATE_MIN_QUALITY  # the shipped minimum refuses it
+    assert quality < settings.FACEINDEX_TEMPLATE_MIN_QUALITY
     eileen = new_identity(api, "Eileen")
     refused = enroll_files(api, eileen, {"tiny.jpg": tiny})
     assert refused.status_code == 422, refused.content
@@ -146,22 +148,28 @@ def test_templates_listed_and_deleted_over_the_api_then_faces_are_matched_again(
 def test_low_quality_faces_are_not_named_and_say_so(api, settings):
     astronaut = astronaut_bgr()
     eileen = enroll(api, "Eileen", {"astronaut.jpg": jpeg(astronaut)})
-    job = index(api, {"sharp.jpg": jpeg(cv2.flip(astronaut, 1)), "tiny.jpg": shrunk(cv2.flip(astronaut, 1), 0.15)})
+    # A ~12 px, slightly blurred face: below the shipped FACEINDEX_MATCH_MIN_QUALITY (the worker's setting).
+    job = index(api, {"sharp.jpg": jpeg(cv2.flip(astronaut, 1)), "tiny.jpg": shrunk(cv2.flip(astronaut, 1), 0.15, 0.8)})
     sharp, tiny = faces_of(job["id"], "sharp.jpg").get(), faces_of(job["id"], "tiny.jpg").get()
     assert sharp.identity_id == eileen
     assert tiny.quality < settings.FACEINDEX_MATCH_MIN_QUALITY <= sharp.quality
-    # The tiny face is compared (its score is kept) but not named: it is low_quality, not a guess.
-    assert tiny.identity_id is None and tiny.similarity is not None
+    assert tiny.identity_id is None and tiny.similarity is not None  # compared, its score kept, not named
     body = api.get(f"/api/v1/faces?job={job['id']}").json()["results"]
-    outcomes = {f["image_name"]: f["outcome"] for f in body}
-    assert outcomes == {"sharp.jpg": "named", "tiny.jpg": "low_quality"}
+    assert {f["image_name"]: f["outcome"] for f in body} == {"sharp.jpg": "named", "tiny.jpg": "low_quality"}
+    low = api.get(f"/api/v1/faces?job={job['id']}&outcome=low_quality").json()["results"]
+    assert [f["id"] for f in low] == [tiny.pk]
+    assert api.get(f"/api/v1/faces?outcome=blurry").status_code == 400
+    summary = api.get(f"/api/v1/jobs/{job['id']}/report").json()["summary"]
+    assert summary["unknown_faces"] == 1 and summary["low_quality_faces"] == 1
 
-    # Re-matching applies the same rule: it stays unnamed; under a deployment minimum below
-    # its quality the same re-match names it (the cut, not the score, kept it unnamed).
-    services.rematch(owner_id=api.user.pk, face_ids=[tiny.pk])
-    tiny.refresh_from_db()
-    assert tiny.identity_id is None
+    # Re-matching follows the same rule: under a minimum above the sharp face's quality its
+    # match (well above the threshold) is withdrawn as low_quality; under none it is named again.
+    settings.FACEINDEX_MATCH_MIN_QUALITY = sharp.quality + 0.01
+    services.rematch(owner_id=api.user.pk, face_ids=[sharp.pk])
+    sharp.refresh_from_db()
+    assert sharp.identity_id is None and sharp.similarity > matching.match_rule(api.user.pk).threshold
+    assert matching.face_outcome(sharp.identity_id, sharp.quality) == "low_quality"
     settings.FACEINDEX_MATCH_MIN_QUALITY = 0.0
-    services.rematch(owner_id=api.user.pk, face_ids=[tiny.pk])
-    tiny.refresh_from_db()
-    assert tiny.identity_id == eileen
+    services.rematch(owner_id=api.user.pk, face_ids=[sharp.pk])
+    sharp.refresh_from_db()
+    assert sharp.identity_id == eileen
