@@ -233,7 +233,7 @@ TUNABLES = [
     Tunable("FACEINDEX_HNSW_EF_SEARCH", int, 100, "pgvector hnsw.ef_search: recall/speed of the nearest-template search"),
     Tunable("FACEINDEX_AMBIGUITY_MARGIN", float, 0.03, "the best identity must beat the runner-up by this much, else the face stays unknown"),
     Tunable("FACEINDEX_TARGET_FPIR", float, 0.01, "open-set target: share of never-enrolled people's faces that may be named as someone; thresholds follow from it and the gallery's size"),
-    Tunable("FACEINDEX_MATCH_MIN_QUALITY", float, 0.30, "faces below this quality (ml/quality.py, 0-1) are not named: they stay unknown as low_quality (measured: README)"),
+    Tunable("FACEINDEX_MATCH_MIN_QUALITY", float, 0.30, "faces below this quality (ml/quality.py, 0-1) are not named: they stay unknown as low_quality (chosen on lfw-dev: docs/gallery.md)"),
     Tunable("FACEINDEX_TEMPLATE_MIN_QUALITY", float, 0.30, "an enrolled or confirmed face below this quality is refused as a template (low_quality)"),
     Tunable("FACEINDEX_MAX_TEMPLATES_PER_IDENTITY", int, 20, "most templates (enrolled photos and confirmed faces) per identity; more are refused (template_limit) until one is deleted"),
     Tunable("FACEINDEX_DETECTOR", str, "", "detector id in weights/manifest.toml (empty: the manifest's default)"),

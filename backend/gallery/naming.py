@@ -37,7 +37,7 @@ def name_cluster(*, owner, cluster_id: int, name: str | None = None, identity_id
         if not faces:
             raise ServiceError("invalid", "every face of this cluster was marked as not this person")
         # Only faces good enough for a template, within the identity's template cap.
-        best = [f.pk for f in services.faces_fit_for_templates(identity, faces)[:TEMPLATES_PER_NAMED_CLUSTER]]
+        best = [f.pk for f in services.faces_fit_for_templates(identity, faces, limit=TEMPLATES_PER_NAMED_CLUSTER)]
         if best:
             services.enroll_from_faces(identity=identity, face_ids=best)
         rest = [f for f in faces if f.pk not in best]

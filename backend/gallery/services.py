@@ -337,11 +337,18 @@ def template_refusal(identity: Identity, quality: float, *, adding: int = 1) -> 
     return None
 
 
-def faces_fit_for_templates(identity: Identity, faces: list[Face]) -> list[Face]:
-    """Those of ``faces`` (in order) that may become templates: quality high enough, within the cap."""
-    room = settings.FACEINDEX_MAX_TEMPLATES_PER_IDENTITY - Template.objects.filter(identity=identity, masked=False).count()
-    good = [f for f in faces if f.quality >= settings.FACEINDEX_TEMPLATE_MIN_QUALITY]
-    return good[:max(room, 0)]
+def faces_fit_for_templates(identity: Identity, faces: list[Face], *, limit: int) -> list[Face]:
+    """Up to ``limit`` of ``faces`` (in order) that template_refusal lets become templates together."""
+    fit: list[Face] = []
+    for face in faces:
+        if len(fit) == limit:
+            break
+        refusal = template_refusal(identity, face.quality, adding=len(fit) + 1)
+        if refusal is None:
+            fit.append(face)
+        elif refusal.code == "template_limit":
+            break  # no room for more
+    return fit
 
 
 def get_template(*, identity: Identity, template_id: int) -> Template:
@@ -527,6 +534,15 @@ def enroll_from_faces(*, identity: Identity, face_ids: list[int]) -> list[Templa
             identity=identity, similarity=1.0, identity_locked=True, cluster=None, placed_at=timezone.now())
         schedule_rematch(identity.owner_id, template_ids=[t.pk for t in templates] + masked_ids)
     return templates
+
+
+def create_identity_from_face(*, owner, name: str, face_id: int) -> Identity:
+    """A new identity whose first template is this face; nothing is created when the face is refused (low_quality)."""
+    face = get_face(owner=owner, face_id=face_id)
+    with transaction.atomic():
+        identity = create_identity(owner=owner, name=name)
+        enroll_from_faces(identity=identity, face_ids=[face.pk])
+    return identity
 
 
 def assign_face(*, owner, face_id: int, identity_id: int | None, as_template: bool = False) -> Face:

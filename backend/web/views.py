@@ -252,8 +252,7 @@ def face_reject(request, face_id: int):
 def face_new_person(request, face_id: int):
     """A new person enrolled from this face: it becomes the person's first template."""
     face = gallery.get_face(owner=request.user, face_id=face_id)
-    identity = gallery.create_identity(owner=request.user, name=request.POST.get("name", ""))
-    gallery.enroll_from_faces(identity=identity, face_ids=[face.pk])
+    identity = gallery.create_identity_from_face(owner=request.user, name=request.POST.get("name", ""), face_id=face.pk)
     messages.success(request, f"Created {identity.name} from this face.")
     return redirect(_back(request, reverse("web:photo", args=[face.image_id])))
 
