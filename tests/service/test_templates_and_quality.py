@@ -173,3 +173,32 @@ def test_low_quality_faces_are_not_named_and_say_so(api, settings):
     services.rematch(owner_id=api.user.pk, face_ids=[sharp.pk])
     sharp.refresh_from_db()
     assert sharp.identity_id == eileen
+
+
+def test_a_named_cluster_takes_templates_only_while_quality_and_room_allow(api, settings):
+    """naming.name_cluster's choice: the best faces that template_refusal accepts, up to the cap."""
+    from backend.gallery.models import Identity
+    from backend.jobs.models import Image, Job
+
+    rng = np.random.default_rng(9)
+
+    def vector():
+        v = rng.normal(size=128).astype(np.float32)
+        return (v / np.linalg.norm(v)).tolist()
+
+    job = Job.objects.create(owner=api.user, total_images=1)
+    image = Image.objects.create(owner=api.user, job=job, object_key="x.jpg", size_bytes=1, original_name="x.jpg",
+                                 status=Image.Status.DONE, width=640, height=480)
+    faces = [Face.objects.create(owner=api.user, image=image, ordinal=i, box_x=0, box_y=0, box_w=50, box_h=50,
+                                 landmarks=[[0, 0]] * 5, det_score=0.9, quality=q, embedding=vector())
+             for i, q in enumerate((0.9, 0.1, 0.8, 0.7))]
+    ann = Identity.objects.create(owner=api.user, name="Ann")
+    Template.objects.create(owner=api.user, identity=ann, embedding=vector(), quality=0.9)
+    settings.FACEINDEX_TEMPLATE_MIN_QUALITY = 0.3
+    settings.FACEINDEX_MAX_TEMPLATES_PER_IDENTITY = 5
+    assert services.faces_fit_for_templates(ann, faces, limit=5) == [faces[0], faces[2], faces[3]]  # 0.1 refused
+    assert services.faces_fit_for_templates(ann, faces, limit=2) == [faces[0], faces[2]]
+    settings.FACEINDEX_MAX_TEMPLATES_PER_IDENTITY = 3
+    assert services.faces_fit_for_templates(ann, faces, limit=5) == [faces[0], faces[2]]  # room for 2
+    settings.FACEINDEX_MAX_TEMPLATES_PER_IDENTITY = 1
+    assert services.faces_fit_for_templates(ann, faces, limit=5) == []
