@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="ambiguity margin between the two best identities (the deployment default, FACEINDEX_AMBIGUITY_MARGIN)")
     p.add_argument("--masked-probes", dest="masked_probes", action="store_true",
                    help="draw a synthetic mask (held-out fabric) on every probe photo; enroll bare + masked-probe templates")
+    p.add_argument("--templates-per-person", default="",
+                   help="also score k = these (comma-separated, e.g. 1,2,3) enrolled photos per person, on common probes")
+    p.add_argument("--degraded-probes", dest="degraded_probes", action="store_true",
+                   help="also score probes shrunk or blurred (one way per photo) at a range of face-quality cuts")
     common(p)
     p = sub.add_parser("calibrate", help="per-pair impostor score tail (manifest impostor_tail)")
     p.add_argument("--root", type=Path, required=True)
@@ -84,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         sizes = tuple(int(v) for v in args.gallery_sizes.split(",") if v.strip())
         report = run_openset(pipeline, args.root, rule=default_rule(pipeline, args.target_fpir), gallery_sizes=sizes,
                              margin=args.margin, baseline_threshold=pipeline.threshold, cache=args.cache,
-                             masked_probes=args.masked_probes)
+                             masked_probes=args.masked_probes,
+                             degraded_probes=args.degraded_probes,
+                             templates_per_person=tuple(int(v) for v in args.templates_per_person.split(",") if v.strip()))
         report["target_fpir"] = args.target_fpir
     elif args.command == "calibrate":
         from ml.eval.calibrate import run_calibrate
@@ -118,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_summary(report: dict) -> None:
     """A human-readable digest on stderr; stdout's last line stays the JSON."""
-    skip = {"no_face_images", "fold_accuracies", "fold_thresholds", "by_gallery_size"}
+    skip = {"no_face_images", "fold_accuracies", "fold_thresholds", "by_gallery_size", "by_templates_per_person",
+            "degraded_probes"}
     for key, value in report.items():
         if key not in skip:
             print(f"{key}: {value}", file=sys.stderr)
