@@ -1,4 +1,4 @@
-"""python -m ml.eval verify|identify|detect|embed|attributes|openset|calibrate — progress on stderr, JSON as the last stdout line."""
+"""python -m ml.eval verify|fusion|identify|detect|embed|attributes|openset|calibrate — progress on stderr, JSON as the last stdout line."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, help="ROC curve PNG")
     p.add_argument("--face", choices=FACE_CHOICES, default="largest",
                    help="which detected face stands for a photo (centre: LFW-style photos centred on the named person)")
+    common(p)
+    p = sub.add_parser("fusion", help="pairs verification with extra recognizers, alone and score-fused")
+    p.add_argument("--pairs", type=Path, required=True)
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--with", dest="extra", default="dlib,facenet",
+                   help="extra recognizers fused with the pipeline's (comma-separated: dlib, facenet)")
+    p.add_argument("--face", choices=FACE_CHOICES, default="centre")
+    p.add_argument("--openset", action="store_true",
+                   help="also run the open-set protocol on --root with fused embeddings (embeds every photo)")
+    p.add_argument("--gallery-sizes", default="300,1500")
+    p.add_argument("--target-fpir", type=float, default=DEFAULT_TARGET_FPIR)
     common(p)
     p = sub.add_parser("identify", help="leave-one-out 1-NN over folder-per-identity")
     p.add_argument("--root", type=Path, required=True)
@@ -82,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         from ml.eval.verify import run_verify
 
         report = run_verify(pipeline, args.pairs, args.root, plot=args.plot, face=args.face, cache=args.cache)
+    elif args.command == "fusion":
+        from ml.eval.fusion import run_fusion
+
+        report = run_fusion(pipeline, args.pairs, args.root, extra=[n for n in args.extra.split(",") if n.strip()],
+                            face=args.face, cache=args.cache, openset=args.openset,
+                            gallery_sizes=tuple(int(v) for v in args.gallery_sizes.split(",") if v.strip()),
+                            target_fpir=args.target_fpir)
     elif args.command == "openset":
         from ml.eval.openset import default_rule, run_openset
 
