@@ -374,7 +374,8 @@ def _write_batch_rows(batch: list[Work], *, worker_name: str, crops_uploaded, st
         probes = [(face, attrs) for work in fresh for face, attrs in zip(work.faces, work.attributes)]
         scores = matching.identity_scores_batch(owner_id, [f.embedding for f, _ in probes], [a.masked for _, a in probes])
         rule = matching.match_rule(owner_id)  # the owner's gallery as it stands now
-        matches = iter([matching.decide(s, rule=rule, probe_masked=attrs.masked) for s, (_, attrs) in zip(scores, probes)])
+        matches = iter([matching.decide(s, rule=rule, probe_masked=attrs.masked, quality=face.quality)
+                        for s, (face, attrs) in zip(scores, probes)])
         elapsed = time.perf_counter() - started
         match_seconds += elapsed
         _charge(fresh, "match", elapsed)
@@ -465,7 +466,8 @@ def _write_faces(work: Work, *, worker_name: str) -> None:
             rule = matching.match_rule(image.owner_id)  # the owner's gallery as it stands now
             scores = matching.identity_scores_batch(image.owner_id, [f.embedding for f in faces],
                                                     [a.masked for a in work.attributes])
-            matches = [matching.decide(s, rule=rule, probe_masked=a.masked) for s, a in zip(scores, work.attributes)]
+            matches = [matching.decide(s, rule=rule, probe_masked=a.masked, quality=f.quality)
+                       for s, a, f in zip(scores, work.attributes, faces)]
         Face.objects.filter(image=locked).delete()
         rows = _face_rows(locked, work, matches)
         Face.objects.bulk_create(rows)
