@@ -343,3 +343,15 @@ def test_landmarker_batches_all_boxes_of_an_image_in_one_call(landmarker, group_
     assert landmarker.landmarks_in_boxes(group_photo, []) == []
     # A box on a blank wall: nothing there, so no landmarks (the pipeline keeps the detector's).
     assert landmarker.landmarks_in_boxes(np.full((480, 640, 3), 127, np.uint8), [(100.0, 100.0, 80.0, 90.0)]) == [None]
+
+
+def test_landmarker_session_follows_the_worker_thread_limit(monkeypatch):
+    """Workers cap threads after the models load; the onnxruntime session is built with the cap."""
+    import ml.threads
+    from ml.detectors import load_detector
+
+    detector = load_detector("retinaface-mobilenet")
+    monkeypatch.setattr(ml.threads, "_limit", 1)
+    assert detector._session.get_session_options().intra_op_num_threads == 1
+    detector.set_num_threads(2)
+    assert detector._session.get_session_options().intra_op_num_threads == 2
