@@ -76,6 +76,7 @@ def figures(known_right, known_named, known_top, unknown_named, unknown_top) -> 
 # -- faceindex through the stack ---------------------------------------------------------------
 
 def run_faceindex(enroll: dict, known, unknown, work: Path, env: dict, log_dir: Path) -> dict:
+    from django.conf import settings
     from django.contrib.auth import get_user_model
 
     from backend.gallery import matching
@@ -84,7 +85,7 @@ def run_faceindex(enroll: dict, known, unknown, work: Path, env: dict, log_dir: 
     from backend.jobs import services
     from backend.jobs.models import Image, Job
     from backend.jobs.services import Upload
-    from workers.celery_app import app
+    from backend.config.celery import app
 
     user = get_user_model().objects.create_user(username=f"bench-openset-{int(time.time())}")
     refused, accepted, name_of = {}, 0, {}
@@ -105,7 +106,7 @@ def run_faceindex(enroll: dict, known, unknown, work: Path, env: dict, log_dir: 
         shutil.copyfile(path, probes / name / path.name)
     log = open(log_dir / "worker-openset.log", "ab")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool=solo", "-n", "bench-openset@faceindex",
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=solo", "-n", "bench-openset@faceindex",
          "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -126,7 +127,8 @@ def run_faceindex(enroll: dict, known, unknown, work: Path, env: dict, log_dir: 
             time.sleep(1)
         index_seconds = time.monotonic() - started
         broker = app.connection_for_write().default_channel.client
-        while broker.llen("celery") or any((app.control.inspect(destination=["bench-openset@faceindex"], timeout=1.0).active() or {}).values()):
+        queues = ("celery", settings.FACEINDEX_LISTING_QUEUE)
+        while any(broker.llen(q) for q in queues) or any((app.control.inspect(destination=["bench-openset@faceindex"], timeout=1.0).active() or {}).values()):
             time.sleep(1)
     finally:
         worker.terminate()
@@ -236,7 +238,7 @@ def main() -> int:
 
     stack = Stack(args.var_dir, StackPorts.from_base(args.port_base))
     stack.start()
-    env = {**os.environ, **stack.env(), "DJANGO_SETTINGS_MODULE": "backend.config.settings",
+    env = {**os.environ, **stack.env(), "DJANGO_SETTINGS_MODULE": "backend.config.settings_dev",
            "FACEINDEX_IMPORT_ROOTS": str(work), "FACEINDEX_SWEEP_INTERVAL_S": "0", "PYTHONUNBUFFERED": "1",
            "FACEINDEX_WORKER_THREADS": str(os.cpu_count() or 1)}
     if args.target_fpir is not None:
