@@ -103,8 +103,10 @@ def process_images(image_ids: list[int], *, worker_name: str) -> None:
             continue
         to_embed.append(work)
     to_embed = _detect_and_embed(to_embed)
-    _describe(to_embed)
-    _write_batch(to_embed, worker_name=worker_name)
+    # The crops upload while the attributes are computed and the batch is written.
+    with _crops_uploading(to_embed) as crops_uploaded:
+        _describe(to_embed)
+        _write_batch(to_embed, worker_name=worker_name, crops_uploaded=crops_uploaded)
     for work, _first in duplicates:
         if not _link_if_indexed(work, worker_name):
             # The first copy failed: this one fails for the same reason.
@@ -370,23 +372,23 @@ def _charge(batch: list[Work], stage: str, seconds: float) -> None:
         work.seconds[stage] += seconds * (len(work.faces) / faces if faces else 1 / len(batch))
 
 
-def _write_batch(batch: list[Work], *, worker_name: str) -> None:
+def _write_batch(batch: list[Work], *, worker_name: str, crops_uploaded) -> None:
+    """Write the batch (``crops_uploaded``: waits for its crops, which upload meanwhile)."""
     if not batch:
         return
     started = time.perf_counter()
-    with _crops_uploading(batch) as crops_uploaded:
-        try:
-            with transaction.atomic():
-                _write_batch_rows(batch, worker_name=worker_name, crops_uploaded=crops_uploaded, started=started)
-        except DatabaseError as exc:
-            if outages.is_outage(exc):
-                raise  # the database is away, not one image's fault: the task waits it out
-            # A deadlock or one bad row: nothing of the batch was written. Each
-            # image gets its own transaction, so a bad one fails alone.
-            log.warning("batch write of %d images failed; writing them one by one", len(batch), exc_info=True)
-            crops_uploaded()
-            for work in batch:
-                _write_faces(work, worker_name=worker_name)
+    try:
+        with transaction.atomic():
+            _write_batch_rows(batch, worker_name=worker_name, crops_uploaded=crops_uploaded, started=started)
+    except DatabaseError as exc:
+        if outages.is_outage(exc):
+            raise  # the database is away, not one image's fault: the task waits it out
+        # A deadlock or one bad row: nothing of the batch was written. Each
+        # image gets its own transaction, so a bad one fails alone.
+        log.warning("batch write of %d images failed; writing them one by one", len(batch), exc_info=True)
+        crops_uploaded()
+        for work in batch:
+            _write_faces(work, worker_name=worker_name)
 
 
 def _write_batch_rows(batch: list[Work], *, worker_name: str, crops_uploaded, started: float) -> None:
@@ -395,7 +397,7 @@ def _write_batch_rows(batch: list[Work], *, worker_name: str, crops_uploaded, st
     Two round trips and the commit, whatever the batch size: every read and
     lock in one, every write in the other (core/statements.py says why). The
     crops upload meanwhile (``crops_uploaded`` waits for them); ``started``:
-    when they began.
+    when the write began.
     """
     ids = sorted(w.image.pk for w in batch)
     contents = {(w.image.owner_id, w.image.sha256) for w in batch if w.image.sha256}
@@ -456,7 +458,7 @@ def _write_batch_rows(batch: list[Work], *, worker_name: str, crops_uploaded, st
     for work in fresh:
         _mark_done(work.image, work.decoded)
     crops_uploaded()
-    # Write time without matching: crop uploads and this transaction, which overlap. The
+    # Write time without matching: this transaction and any wait for the crop uploads. The
     # last round trip is timed by the database itself (_done_statement) and added per image.
     writes_sent = time.time()
     _charge(fresh, "write", time.perf_counter() - started - match_seconds)
