@@ -10,11 +10,11 @@ from backend.core.errors import NotFound, ServiceError
 from backend.core.pagination import PAGE_PARAMETERS, Pagination, paginated
 from backend.core.uploads import Upload, uploads_from_request
 
-from . import clustering, merging, naming, search, services
+from . import clustering, merging, naming, search, selectors, services
 from .models import Enrollment, Face, Identity, Merge
 from .serializers import (
-    ClusterSerializer, EnrollmentSerializer, FaceIdsSerializer, FaceSerializer, IdentityInputSerializer, IdentitySerializer, MergeInputSerializer,
-    MergeSerializer, NameClusterInputSerializer, OptionalIdentitySerializer, TagFaceInputSerializer,
+    AssignInputSerializer, ClusterSerializer, EnrollmentSerializer, FaceIdsSerializer, FaceSerializer, IdentityInputSerializer, IdentitySerializer, MergeInputSerializer,
+    MergeSerializer, NameClusterInputSerializer, OptionalIdentitySerializer, TagFaceInputSerializer, TemplateSerializer,
 )
 
 
@@ -116,6 +116,29 @@ class IdentityFacesApi(APIView):
         return paginator.get_paginated_response(FaceSerializer(page, many=True).data)
 
 
+class IdentityTemplateListApi(APIView):
+    @extend_schema(responses=paginated(TemplateSerializer), parameters=PAGE_PARAMETERS)
+    def get(self, request, identity_id: int):
+        """The identity's templates (enrolled photos and confirmed faces), oldest first."""
+        identity = services.get_identity(owner=request.user, identity_id=identity_id)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(selectors.identity_templates(identity), request, view=self)
+        return paginator.get_paginated_response(TemplateSerializer(page, many=True).data)
+
+
+class IdentityTemplateDetailApi(APIView):
+    @extend_schema(responses=TemplateSerializer)
+    def get(self, request, identity_id: int, template_id: int):
+        identity = services.get_identity(owner=request.user, identity_id=identity_id)
+        return Response(TemplateSerializer(services.get_template(identity=identity, template_id=template_id)).data)
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def delete(self, request, identity_id: int, template_id: int):
+        """Delete one template; the faces named through it are matched again by the same rule (background)."""
+        identity = services.get_identity(owner=request.user, identity_id=identity_id)
+        return Response(services.delete_template(identity=identity, template_id=template_id))
+
+
 class IdentityEnrollFacesApi(APIView):
     @extend_schema(request=FaceIdsSerializer)
     def post(self, request, identity_id: int):
@@ -157,13 +180,14 @@ class MergeUndoApi(APIView):
 class FaceAssignApi(APIView):
     """Move a face to an identity (identity_id), or null for "not its current identity"."""
 
-    @extend_schema(request=OptionalIdentitySerializer, responses=FaceSerializer)
+    @extend_schema(request=AssignInputSerializer, responses=FaceSerializer)
     def post(self, request, face_id: int):
-        data = OptionalIdentitySerializer(data=request.data)
+        data = AssignInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         if "identity_id" not in data.validated_data:
             raise ServiceError("invalid", "identity_id is required (null for unknown)", field="identity_id")
-        face = services.assign_face(owner=request.user, face_id=face_id, identity_id=data.validated_data["identity_id"])
+        face = services.assign_face(owner=request.user, face_id=face_id, identity_id=data.validated_data["identity_id"],
+                                    as_template=data.validated_data["template"])
         return Response(FaceSerializer(Face.objects.select_related("identity", "image").get(pk=face.pk)).data)
 
 

@@ -8,7 +8,9 @@ best identity when its score reaches the owner's open-set threshold
 identification rate (FPIR, FACEINDEX_TARGET_FPIR) and the number of templates
 the face is compared with, through the recognizer's impostor tail
 (ml.openset): every enrollment raises it a little, so a growing gallery does
-not name more strangers. Otherwise the face is unknown.
+not name more strangers. Otherwise the face is unknown. A face whose quality
+(ml/quality.py) is below FACEINDEX_MATCH_MIN_QUALITY is never named: it is
+unknown with the outcome ``low_quality`` (too small or blurred to tell).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from ml.openset import openset_threshold
 
 from backend.core.pipeline import get_pipeline
 
-from .models import MatchingPolicy, Template
+from .models import EMBEDDING_SQL_TYPE, MatchingPolicy, Template
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,24 @@ class Match:
     identity_id: int | None
     similarity: float | None  # best identity's score, kept even when unknown
     runner_up_similarity: float | None = None
+    low_quality: bool = False  # unknown because the face is below the rule's min_quality
+
+
+def is_low_quality(quality: float | None) -> bool:
+    """Too small or blurred to name reliably (FACEINDEX_MATCH_MIN_QUALITY, chosen on lfw-dev: README)."""
+    return quality is not None and quality < settings.FACEINDEX_MATCH_MIN_QUALITY
+
+
+def low_quality_faces() -> Q:
+    """Stored faces left unknown because of their quality (a filter on Face)."""
+    return Q(identity__isnull=True, quality__lt=settings.FACEINDEX_MATCH_MIN_QUALITY)
+
+
+def face_outcome(identity_id: int | None, quality: float | None) -> str:
+    """What matching made of a stored face: named, unknown, or low_quality (unknown because of its quality)."""
+    if identity_id is not None:
+        return "named"
+    return "low_quality" if is_low_quality(quality) else "unknown"
 
 
 def vector_search_settings() -> list[str]:
@@ -51,7 +71,7 @@ def configure_vector_search() -> None:
 
 
 def vector_literal(embedding) -> str:
-    """An embedding as pgvector's text form, cast in SQL where it is used (``%s::vector``)."""
+    """An embedding as pgvector's text form, cast in SQL where it is used (``%s::{EMBEDDING_SQL_TYPE}``)."""
     return "[" + ",".join(f"{v:.9g}" for v in np.asarray(embedding, dtype=np.float32).tolist()) + "]"
 
 
@@ -157,10 +177,10 @@ def identity_scores_statement(owner_id: int, embeddings, probes_masked, *, k: in
         SELECT probe.ordinal, nearest.identity_id, nearest.distance
         FROM unnest(%s::int[], %s::text[], %s::bool[]) AS probe(ordinal, embedding, masked)
         CROSS JOIN LATERAL (
-            SELECT t.identity_id, t.embedding <=> probe.embedding::vector AS distance
+            SELECT t.identity_id, t.embedding <=> probe.embedding::{EMBEDDING_SQL_TYPE} AS distance
             FROM {Template._meta.db_table} t
             WHERE t.owner_id = %s AND (probe.masked OR NOT t.masked)
-            ORDER BY t.embedding <=> probe.embedding::vector
+            ORDER BY t.embedding <=> probe.embedding::{EMBEDDING_SQL_TYPE}
             LIMIT %s
         ) AS nearest
     """
@@ -178,14 +198,19 @@ def identity_scores_from_rows(probes: int, rows) -> list[dict[int, float]]:
 
 
 def decide(scores: dict[int, float], *, rule: MatchRule, probe_masked: bool = False,
-           excluded: set[int] = frozenset()) -> Match:
-    """The one matching decision: best identity if it reaches the rule's threshold for this probe."""
+           excluded: set[int] = frozenset(), quality: float | None = None) -> Match:
+    """The one matching decision: best identity if it reaches the rule's threshold for this probe.
+
+    ``quality``: the face's quality; below FACEINDEX_MATCH_MIN_QUALITY nobody is named (low_quality).
+    """
     threshold = rule.threshold_for(probe_masked)
     ranked = sorted(((s, i) for i, s in scores.items() if i not in excluded), reverse=True)
     if not ranked:
-        return Match(None, None)
+        return Match(None, None, low_quality=is_low_quality(quality))
     best_similarity, best_identity = ranked[0]
     runner_up = ranked[1][0] if len(ranked) > 1 else None
+    if is_low_quality(quality):
+        return Match(None, best_similarity, runner_up, low_quality=True)
     if best_similarity < threshold:
         return Match(None, best_similarity, runner_up)
     if runner_up is not None and runner_up >= threshold and best_similarity - runner_up < settings.FACEINDEX_AMBIGUITY_MARGIN:
@@ -196,7 +221,7 @@ def decide(scores: dict[int, float], *, rule: MatchRule, probe_masked: bool = Fa
 
 
 def match_embedding(owner_id: int, embedding: np.ndarray, *, rule: MatchRule | None = None,
-                    excluded: set[int] = frozenset(), probe_masked: bool = False) -> Match:
+                    excluded: set[int] = frozenset(), probe_masked: bool = False, quality: float | None = None) -> Match:
     rule = match_rule(owner_id) if rule is None else rule
     scores = identity_scores(owner_id, embedding, probe_masked=probe_masked)
-    return decide(scores, rule=rule, probe_masked=probe_masked, excluded=excluded)
+    return decide(scores, rule=rule, probe_masked=probe_masked, excluded=excluded, quality=quality)

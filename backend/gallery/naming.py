@@ -36,12 +36,14 @@ def name_cluster(*, owner, cluster_id: int, name: str | None = None, identity_id
         faces = list(cluster.faces.filter(identity__isnull=True).exclude(rejections__identity=identity).order_by("-quality", "id"))
         if not faces:
             raise ServiceError("invalid", "every face of this cluster was marked as not this person")
-        best = [f.pk for f in faces[:TEMPLATES_PER_NAMED_CLUSTER]]
-        services.enroll_from_faces(identity=identity, face_ids=best)
-        rest = faces[TEMPLATES_PER_NAMED_CLUSTER:]
+        # Only faces good enough for a template, within the identity's template cap.
+        best = [f.pk for f in services.faces_fit_for_templates(identity, faces, limit=TEMPLATES_PER_NAMED_CLUSTER)]
+        if best:
+            services.enroll_from_faces(identity=identity, face_ids=best)
+        rest = [f for f in faces if f.pk not in best]
         templates = np.asarray(list(identity.templates.filter(masked=False).values_list("embedding", flat=True)), dtype=np.float32)
         for face in rest:
-            similarity = float(np.max(templates @ np.asarray(face.embedding, dtype=np.float32)))
+            similarity = float(np.max(templates @ np.asarray(face.embedding, dtype=np.float32))) if len(templates) else None
             Face.objects.filter(pk=face.pk).update(identity=identity, identity_locked=True, similarity=similarity,
                                                    cluster=None, placed_at=timezone.now())
         cluster.delete()

@@ -3,6 +3,7 @@ from rest_framework import serializers
 from backend.core.storage import presigned_url
 
 from .clustering import sample_faces
+from .matching import face_outcome
 from .models import Template, Face, Identity
 
 
@@ -33,13 +34,18 @@ class FaceSerializer(serializers.ModelSerializer):
     job_id = serializers.IntegerField(source="image.job_id", read_only=True)
     mask = serializers.SerializerMethodField()
     attributes = serializers.SerializerMethodField()
+    outcome = serializers.SerializerMethodField()
 
     class Meta:
         model = Face
         fields = [
             "id", "image_id", "image_name", "job_id", "ordinal", "box", "landmarks", "det_score",
-            "quality", "identity", "similarity", "crop_url", "mask", "attributes",
+            "quality", "identity", "similarity", "outcome", "crop_url", "mask", "attributes",
         ]
+
+    def get_outcome(self, obj) -> str:
+        """named, unknown, or low_quality: unknown because the face is too small or blurred to name."""
+        return face_outcome(obj.identity_id, obj.quality)
 
     def get_mask(self, obj) -> dict | None:
         if not obj.mask_state:
@@ -64,12 +70,29 @@ class FaceSerializer(serializers.ModelSerializer):
         return presigned_url(obj.crop_key)
 
 
+class TemplateSerializer(serializers.ModelSerializer):
+    """One template: an enrolled photo (source sha256:...) or a confirmed face (source_face_id)."""
+
+    crop_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Template
+        fields = ["id", "identity_id", "quality", "source_key", "source_face_id", "crop_url", "created_at"]
+
+    def get_crop_url(self, obj) -> str | None:
+        return presigned_url(obj.crop_key) if obj.crop_key else None
+
+
 class FaceIdsSerializer(serializers.Serializer):
     face_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), allow_empty=False)
 
 
 class OptionalIdentitySerializer(serializers.Serializer):
     identity_id = serializers.IntegerField(min_value=1, allow_null=True, required=False)
+
+
+class AssignInputSerializer(OptionalIdentitySerializer):
+    template = serializers.BooleanField(default=False, help_text="also make the face one of the identity's templates")
 
 
 class MergeInputSerializer(serializers.Serializer):

@@ -125,6 +125,9 @@ def _enroll_blob(identity: Identity, name: str, sha256: str, data: bytes, *,
     if existing is not None and _same_face(existing, face):
         result.template_id = existing.pk
         return result, []
+    if (refusal := template_refusal(identity, face.quality)) is not None:
+        result.error = refusal.as_error()
+        return result, []
     key = _template_crop_key(identity)
     storage.put_bytes(key, encode_jpeg(face.crop), "image/jpeg")
     created = create_templates(identity, embedding=face.embedding, crop=face.crop, crop_key=key,
@@ -303,6 +306,78 @@ def create_templates(identity: Identity, *, embedding, crop, crop_key: str, sour
     return [bare, masked]
 
 
+@dataclass(frozen=True)
+class TemplateRefusal:
+    code: str  # low_quality | template_limit
+    message: str
+    status_code: int
+
+    def as_error(self) -> dict:
+        return {"code": self.code, "message": self.message}
+
+
+def template_refusal(identity: Identity, quality: float, *, adding: int = 1) -> TemplateRefusal | None:
+    """Why a face may not become one more template of ``identity`` (None: it may).
+
+    A face below FACEINDEX_TEMPLATE_MIN_QUALITY is refused (low_quality): a
+    blurred or tiny template would pull strangers in. At
+    FACEINDEX_MAX_TEMPLATES_PER_IDENTITY templates a new one is refused
+    (template_limit), never swapped in silently: the user deletes one first
+    (DELETE /identities/{id}/templates/{template_id}).
+    """
+    minimum = settings.FACEINDEX_TEMPLATE_MIN_QUALITY
+    if quality < minimum:
+        return TemplateRefusal("low_quality", f"face quality {quality:.2f} is below the minimum {minimum:g} for a "
+                               "template (too small, blurred or turned away)", 422)
+    cap = settings.FACEINDEX_MAX_TEMPLATES_PER_IDENTITY
+    count = Template.objects.filter(identity=identity, masked=False).count()
+    if count + adding > cap:
+        return TemplateRefusal("template_limit", f"{identity.name} has {count} of at most {cap} templates; "
+                               "delete one before adding more", 409)
+    return None
+
+
+def faces_fit_for_templates(identity: Identity, faces: list[Face], *, limit: int) -> list[Face]:
+    """Up to ``limit`` of ``faces`` (in order) that template_refusal lets become templates together."""
+    fit: list[Face] = []
+    for face in faces:
+        if len(fit) == limit:
+            break
+        refusal = template_refusal(identity, face.quality, adding=len(fit) + 1)
+        if refusal is None:
+            fit.append(face)
+        elif refusal.code == "template_limit":
+            break  # no room for more
+    return fit
+
+
+def get_template(*, identity: Identity, template_id: int) -> Template:
+    template = Template.objects.filter(identity=identity, pk=template_id, masked=False).first()
+    if template is None:
+        raise NotFound("not_found", f"template {template_id} of identity {identity.pk} not found")
+    return template
+
+
+def delete_template(*, identity: Identity, template_id: int) -> dict:
+    """Undo one template (and its masked-probe companion); the identity's faces are matched again.
+
+    Faces named through it are re-decided by the same rule (schedule_rematch of
+    the identity's faces); faces a user placed stay placed. The crop object goes
+    after the rows are committed.
+    """
+    with transaction.atomic():
+        template = get_template(identity=identity, template_id=template_id)
+        companions = Template.objects.filter(identity=identity, masked=True, source_key=template.source_key,
+                                             crop_key=template.crop_key)
+        keys = sorted({template.crop_key} - {""})
+        deleted = 1 + companions.count()
+        companions.delete()
+        template.delete()
+        schedule_rematch(identity.owner_id, identity_ids=[identity.pk])
+        transaction.on_commit(lambda: storage.delete_keys(keys))
+    return {"template_id": template_id, "templates_deleted": deleted}
+
+
 def schedule_rematch(owner_id: int, **targets) -> None:
     """Re-match indexed faces in the background once the gallery changed."""
     transaction.on_commit(lambda: current_app.send_task("faceindex.rematch_faces", args=[owner_id], kwargs=targets))
@@ -356,9 +431,10 @@ def rematch_faces(owner_id: int, face_ids, *, rule: matching.MatchRule, record: 
     """
     changed, became_unknown = 0, []
     faces = Face.objects.filter(owner_id=owner_id, pk__in=list(face_ids), identity_locked=False)
-    for face in faces.only("id", "embedding", "identity_id", "similarity", "identity_locked", "cluster_id", "mask_state").order_by("id"):
+    for face in faces.only("id", "embedding", "identity_id", "similarity", "identity_locked", "cluster_id", "mask_state",
+                           "quality").order_by("id"):
         match = matching.match_embedding(owner_id, face.embedding, rule=rule, excluded=excluded_identities(face),
-                                         probe_masked=is_masked(face.mask_state))
+                                         probe_masked=is_masked(face.mask_state), quality=face.quality)
         if (match.identity_id, match.similarity) == (face.identity_id, face.similarity):
             continue
         if record is not None:
@@ -431,6 +507,12 @@ def enroll_from_faces(*, identity: Identity, face_ids: list[int]) -> list[Templa
         raise NotFound("not_found", f"faces not found: {sorted(missing)}", field="face_ids")
     templates, masked_ids = [], []
     with transaction.atomic():
+        Identity.objects.select_for_update().filter(pk=identity.pk).first()  # one cap check at a time per identity
+        new = [f for f in faces if not Template.objects.filter(identity=identity, source_face=f, masked=False).exists()]
+        for face in new:
+            if (refusal := template_refusal(identity, face.quality, adding=len(new))) is not None:
+                raise ServiceError(refusal.code, f"face {face.pk}: {refusal.message}", field="face_ids",
+                                   status_code=refusal.status_code)
         for face in faces:
             existing = Template.objects.filter(identity=identity, source_face=face, masked=False).first()
             if existing is not None:
@@ -454,10 +536,21 @@ def enroll_from_faces(*, identity: Identity, face_ids: list[int]) -> list[Templa
     return templates
 
 
-def assign_face(*, owner, face_id: int, identity_id: int | None) -> Face:
+def create_identity_from_face(*, owner, name: str, face_id: int) -> Identity:
+    """A new identity whose first template is this face; nothing is created when the face is refused (low_quality)."""
+    face = get_face(owner=owner, face_id=face_id)
+    with transaction.atomic():
+        identity = create_identity(owner=owner, name=name)
+        enroll_from_faces(identity=identity, face_ids=[face.pk])
+    return identity
+
+
+def assign_face(*, owner, face_id: int, identity_id: int | None, as_template: bool = False) -> Face:
     """Move a face to another identity (a user's decision: matching will not undo it).
 
     identity_id None means "not this person" for its current identity.
+    ``as_template``: the confirmed face also becomes one of the identity's
+    templates (enroll_from_faces: quality filter and cap apply).
     """
     face = get_face(owner=owner, face_id=face_id)
     if identity_id is None:
@@ -465,6 +558,10 @@ def assign_face(*, owner, face_id: int, identity_id: int | None) -> Face:
             raise ServiceError("invalid", "the face has no identity; give identity_id", field="identity_id")
         return reject_face(owner=owner, face_id=face_id, identity_id=face.identity_id)
     identity = get_identity(owner=owner, identity_id=identity_id)
+    if as_template:
+        enroll_from_faces(identity=identity, face_ids=[face.pk])
+        face.refresh_from_db()
+        return face
     with transaction.atomic():
         Rejection.objects.filter(face=face, identity=identity).delete()
         face.identity, face.identity_locked, face.cluster = identity, True, None
@@ -564,7 +661,8 @@ def tag_face(*, owner, image_id: int, box, identity_id: int | None = None) -> Fa
             face.similarity = best_similarity(identity.pk, embedded.embedding)
         else:
             matching.configure_vector_search()
-            match = matching.match_embedding(owner.pk, embedded.embedding, probe_masked=attributes.masked)
+            match = matching.match_embedding(owner.pk, embedded.embedding, probe_masked=attributes.masked,
+                                             quality=float(embedded.quality))
             face.identity_id, face.similarity = match.identity_id, match.similarity
         face.save()
     if face.identity_id is None:

@@ -14,6 +14,7 @@ from backend.core.errors import ServiceError
 from backend.core.pagination import PAGE_PARAMETERS, Pagination, paginated
 from backend.core.params import body_object, id_param
 from backend.core.uploads import uploads_from_request
+from backend.gallery.matching import low_quality_faces
 from backend.gallery.models import Face, MaskState
 from backend.gallery.serializers import FaceSerializer
 
@@ -167,6 +168,12 @@ class FaceListApi(APIView):
             faces = faces.filter(identity_id=identity_id)
         if params.get("unknown", "").lower() == "true":
             faces = faces.filter(identity__isnull=True)
+        if params.get("outcome"):
+            outcome = params["outcome"]
+            if outcome not in ("named", "unknown", "low_quality"):
+                raise ServiceError("invalid", "outcome must be one of named, unknown, low_quality", field="outcome")
+            faces = {"named": faces.filter(identity__isnull=False), "low_quality": faces.filter(low_quality_faces()),
+                     "unknown": faces.filter(identity__isnull=True).exclude(low_quality_faces())}[outcome]
         if params.get("mask"):
             states = params["mask"].split(",")
             unknown = set(states) - set(MaskState.values)

@@ -436,8 +436,8 @@ def _write_batch_rows(batch: list[Work], *, worker_name: str, crops_uploaded, st
         rule = matching.match_rule_from_row(next(results)[0])
         scores = matching.identity_scores_from_rows(len(probes[owner_id]), next(results))
         decided = time.perf_counter()
-        matches = iter([matching.decide(s, rule=rule, probe_masked=attrs.masked)
-                        for s, (_, attrs) in zip(scores, probes[owner_id])])
+        matches = iter([matching.decide(s, rule=rule, probe_masked=attrs.masked, quality=face.quality)
+                        for s, (face, attrs) in zip(scores, probes[owner_id])])
         match_seconds += time.perf_counter() - decided
         for work in by_owner[owner_id]:
             work_matches = [next(matches) for _ in work.faces]
@@ -582,7 +582,8 @@ def _write_faces(work: Work, *, worker_name: str) -> None:
             rule = matching.match_rule(image.owner_id)  # the owner's gallery as it stands now
             scores = matching.identity_scores_batch(image.owner_id, [f.embedding for f in faces],
                                                     [a.masked for a in work.attributes])
-            matches = [matching.decide(s, rule=rule, probe_masked=a.masked) for s, a in zip(scores, work.attributes)]
+            matches = [matching.decide(s, rule=rule, probe_masked=a.masked, quality=f.quality)
+                       for s, a, f in zip(scores, work.attributes, faces)]
         Face.objects.filter(image=locked).delete()
         rows = _face_rows(locked, work, matches)
         Face.objects.bulk_create(rows)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Max, Min, Q, QuerySet
 
+from backend.gallery.matching import low_quality_faces
 from backend.gallery.models import Face
 
 from .models import Image, Job
@@ -36,6 +37,8 @@ def job_summary(*, job: Job) -> dict:
         "faces": faces.count(),
         "known_faces": faces.filter(identity__isnull=False).count(),
         "unknown_faces": faces.filter(identity__isnull=True).count(),
+        # Of the unknown faces: too small or blurred to name (FACEINDEX_MATCH_MIN_QUALITY).
+        "low_quality_faces": faces.filter(low_quality_faces()).count(),
         "identities": [
             {"identity_id": r["identity_id"], "name": r["identity__name"], "faces": r["count"], "best_similarity": r["best"]}
             for r in found

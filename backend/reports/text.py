@@ -6,7 +6,8 @@ def format_report(report: dict) -> str:
     lines = [
         f"Job {summary['job_id']}: {summary['status']} — {summary['images']} images, "
         f"{summary['processed']} indexed, {summary['failed']} failed, {summary['faces']} faces "
-        f"({summary['known_faces']} known, {summary['unknown_faces']} unknown)",
+        f"({summary['known_faces']} known, {summary['unknown_faces']} unknown"
+        f"{', of which ' + str(summary['low_quality_faces']) + ' too small or blurred to name' if summary.get('low_quality_faces') else ''})",
         "",
         "Per-identity report",
         "===================",

@@ -24,6 +24,8 @@ urlpatterns = [
     path("people/new/", views.person_create, name="person-create"),
     path("people/<int:identity_id>/", views.person, name="person"),
     path("people/<int:identity_id>/rename/", views.person_rename, name="person-rename"),
+    path("people/<int:identity_id>/templates/<int:template_id>/delete/", views.person_template_delete,
+         name="person-template-delete"),
     path("people/<int:identity_id>/merge/", views.person_merge, name="person-merge"),
     path("people/<int:identity_id>/delete/", views.person_delete, name="person-delete"),
     path("people/<int:identity_id>/enroll/", views.person_enroll, name="person-enroll"),

@@ -29,6 +29,7 @@ from ml.errors import ImageDecodeError
 from backend.core.errors import NotFound, ServiceError
 from backend.core.pipeline import encode_jpeg
 from backend.gallery import clustering, merging, naming, search, services as gallery
+from backend.gallery.selectors import identity_templates
 from backend.gallery.models import Enrollment, Identity, Merge
 from backend.jobs import services as jobs
 from backend.jobs.models import Image, Job
@@ -252,8 +253,7 @@ def face_reject(request, face_id: int):
 def face_new_person(request, face_id: int):
     """A new person enrolled from this face: it becomes the person's first template."""
     face = gallery.get_face(owner=request.user, face_id=face_id)
-    identity = gallery.create_identity(owner=request.user, name=request.POST.get("name", ""))
-    gallery.enroll_from_faces(identity=identity, face_ids=[face.pk])
+    identity = gallery.create_identity_from_face(owner=request.user, name=request.POST.get("name", ""), face_id=face.pk)
     messages.success(request, f"Created {identity.name} from this face.")
     return redirect(_back(request, reverse("web:photo", args=[face.image_id])))
 
@@ -299,11 +299,23 @@ def person(request, identity_id: int):
     identity = gallery.get_identity(owner=request.user, identity_id=identity_id)
     page = _page(request, selectors.appearances(owner=request.user, identity=identity), APPEARANCES_PER_PAGE)
     tiles = [{"face": face, "crop_url": thumbnail_url(face.crop_key)} for face in page]
+    # At most FACEINDEX_MAX_TEMPLATES_PER_IDENTITY: one query, no pages.
+    templates = [{"template": t, "crop_url": thumbnail_url(t.crop_key)} for t in identity_templates(identity)]
     return render(request, "web/person.html", {
-        "identity": identity, "page": page, "tiles": tiles,
+        "identity": identity, "page": page, "tiles": tiles, "templates": templates,
         "stats": reports.identity_statistics(owner=request.user, identity=identity),
         "merges_in": Merge.objects.filter(owner=request.user, target=identity).order_by("-created_at")[:10],
     })
+
+
+@page_view
+@require_POST
+def person_template_delete(request, identity_id: int, template_id: int):
+    """Undo one template; the person's faces are matched again in the background."""
+    identity = gallery.get_identity(owner=request.user, identity_id=identity_id)
+    gallery.delete_template(identity=identity, template_id=template_id)
+    messages.success(request, f"Removed a template of {identity.name}; their photos are being matched again.")
+    return redirect("web:person", identity_id=identity.pk)
 
 
 @page_view

@@ -1,4 +1,4 @@
-"""python -m ml.eval verify|identify|detect|embed|attributes|openset|calibrate — progress on stderr, JSON as the last stdout line."""
+"""python -m ml.eval verify|fusion|identify|detect|embed|attributes|openset|calibrate — progress on stderr, JSON as the last stdout line."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--face", choices=FACE_CHOICES, default="largest",
                    help="which detected face stands for a photo (centre: LFW-style photos centred on the named person)")
     common(p)
+    p = sub.add_parser("fusion", help="pairs verification with extra recognizers, alone and score-fused")
+    p.add_argument("--pairs", type=Path, required=True)
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--with", dest="extra", default="dlib,facenet",
+                   help="extra recognizers fused with the pipeline's (comma-separated: dlib, facenet)")
+    p.add_argument("--face", choices=FACE_CHOICES, default="centre")
+    p.add_argument("--openset", action="store_true",
+                   help="also run the open-set protocol on --root with fused embeddings (embeds every photo)")
+    p.add_argument("--gallery-sizes", default="300,1500")
+    p.add_argument("--target-fpir", type=float, default=DEFAULT_TARGET_FPIR)
+    common(p)
     p = sub.add_parser("identify", help="leave-one-out 1-NN over folder-per-identity")
     p.add_argument("--root", type=Path, required=True)
     common(p)
@@ -62,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="ambiguity margin between the two best identities (the deployment default, FACEINDEX_AMBIGUITY_MARGIN)")
     p.add_argument("--masked-probes", dest="masked_probes", action="store_true",
                    help="draw a synthetic mask (held-out fabric) on every probe photo; enroll bare + masked-probe templates")
+    p.add_argument("--templates-per-person", default="",
+                   help="also score k = these (comma-separated, e.g. 1,2,3) enrolled photos per person, on common probes")
+    p.add_argument("--degraded-probes", dest="degraded_probes", action="store_true",
+                   help="also score probes shrunk or blurred (one way per photo) at a range of face-quality cuts")
     common(p)
     p = sub.add_parser("calibrate", help="per-pair impostor score tail (manifest impostor_tail)")
     p.add_argument("--root", type=Path, required=True)
@@ -78,13 +93,22 @@ def main(argv: list[str] | None = None) -> int:
         from ml.eval.verify import run_verify
 
         report = run_verify(pipeline, args.pairs, args.root, plot=args.plot, face=args.face, cache=args.cache)
+    elif args.command == "fusion":
+        from ml.eval.fusion import run_fusion
+
+        report = run_fusion(pipeline, args.pairs, args.root, extra=[n for n in args.extra.split(",") if n.strip()],
+                            face=args.face, cache=args.cache, openset=args.openset,
+                            gallery_sizes=tuple(int(v) for v in args.gallery_sizes.split(",") if v.strip()),
+                            target_fpir=args.target_fpir)
     elif args.command == "openset":
         from ml.eval.openset import default_rule, run_openset
 
         sizes = tuple(int(v) for v in args.gallery_sizes.split(",") if v.strip())
         report = run_openset(pipeline, args.root, rule=default_rule(pipeline, args.target_fpir), gallery_sizes=sizes,
                              margin=args.margin, baseline_threshold=pipeline.threshold, cache=args.cache,
-                             masked_probes=args.masked_probes)
+                             masked_probes=args.masked_probes,
+                             degraded_probes=args.degraded_probes,
+                             templates_per_person=tuple(int(v) for v in args.templates_per_person.split(",") if v.strip()))
         report["target_fpir"] = args.target_fpir
     elif args.command == "calibrate":
         from ml.eval.calibrate import run_calibrate
@@ -118,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_summary(report: dict) -> None:
     """A human-readable digest on stderr; stdout's last line stays the JSON."""
-    skip = {"no_face_images", "fold_accuracies", "fold_thresholds", "by_gallery_size"}
+    skip = {"no_face_images", "fold_accuracies", "fold_thresholds", "by_gallery_size", "by_templates_per_person",
+            "degraded_probes"}
     for key, value in report.items():
         if key not in skip:
             print(f"{key}: {value}", file=sys.stderr)

@@ -52,25 +52,6 @@ def test_metrics_on_known_scores():
     assert kfold_accuracy(overlapping, labels, np.arange(8) % 2)["accuracy"] < 1.0
 
 
-@pytest.fixture(scope="module")
-def lfw_tree(tmp_path_factory, pipeline, group_photo):
-    """Six people from the group photo, two images each (the face and a resized mirrored copy)."""
-    root = tmp_path_factory.mktemp("lfw")
-    people = []
-    for n, face in enumerate(pipeline.detect(group_photo)):
-        x, y, w, h = (int(v) for v in face.box)
-        crop = group_photo[max(0, y - h // 2): y + 3 * h // 2, max(0, x - w // 2): x + 3 * w // 2]
-        name = f"person_{n}"
-        (root / name).mkdir()
-        cv2.imwrite(str(root / name / f"{name}_0001.jpg"), crop)
-        cv2.imwrite(str(root / name / f"{name}_0002.png"), cv2.resize(crop[:, ::-1], None, fx=1.3, fy=1.3))
-        people.append(name)
-    lines = ["1\t12"] + [f"{p}\t1\t2" for p in people]
-    lines += [f"{a}\t1\t{b}\t2" for a, b in zip(people, people[1:] + people[:1])]
-    (root / "pairs.txt").write_text("\n".join(lines) + "\n")
-    return root
-
-
 def test_verify_cli_prints_json_last(lfw_tree, capsys, tmp_path):
     main(["verify", "--pairs", str(lfw_tree / "pairs.txt"), "--root", str(lfw_tree),
           "--plot", str(tmp_path / "roc.png"), "--json", str(tmp_path / "r.json")])

@@ -133,3 +133,60 @@ def test_masked_probes_meet_masked_templates_at_the_masked_threshold():
     # Without its masked-probe template the flagged probe (0.45) misses the masked threshold.
     templates[str(enroll["p0"])] = centres[0]
     assert run(True)["identification_rate"] == 0.0
+
+
+def test_several_templates_per_person_score_the_best_one_count_in_t_and_share_probes():
+    """--templates-per-person: k photos enrolled, an identity scores its best template, T counts templates."""
+    from pathlib import Path
+
+    from ml.eval.openset import evaluate, split_templates
+
+    rng = np.random.default_rng(6)
+    centres = unit_vectors(rng, 12)
+    items, emb = [], {}
+    for person in range(12):
+        photos = 5 if person < 6 else (3 if person < 8 else 1)
+        for k in range(photos):
+            path = Path(f"p{person:02d}/p{person:02d}_{k + 1:04d}.jpg")
+            items.append((f"p{person:02d}", path))
+            v = centres[person] + 0.05 * rng.standard_normal(DIM).astype(np.float32)
+            emb[str(path)] = v / np.linalg.norm(v)
+    # p00's first photo is a poor one (another direction): with one template p00's probes are missed.
+    emb[str(items[0][1])] = unit_vectors(rng, 1)[0]
+    one, known1, unknown1 = split_templates(items, 1, most=3)
+    three, known3, unknown3 = split_templates(items, 3, most=3)
+    assert known1 == known3 and unknown1 == unknown3  # the same probes for every k
+    assert [len(v) for v in three.values()] == [3] * 6 + [2] * 2  # people with 3 photos keep one probe
+    assert all(p not in {q for v in three.values() for q in v} for _, p in known3)
+    seen = []
+    k1 = evaluate(emb, one, known1, unknown1, rule=lambda t: seen.append(t) or 0.5)
+    k3 = evaluate(emb, three, known3, unknown3, rule=lambda t: seen.append(t) or 0.5)
+    assert seen[0] == 8 and seen[2] == 22  # T counts templates (bare), not identities
+    assert k1["templates"] == 8 and k3["templates"] == 22 and k3["enrolled"] == 8
+    p00 = sum(1 for n, _ in known1 if n == "p00") / len(known1)
+    assert k1["identification_rate"] == pytest.approx(1 - p00)
+    assert k3["identification_rate"] == 1.0  # p00's other templates find its probes
+
+
+def test_probes_below_the_quality_cut_are_never_named():
+    from pathlib import Path
+
+    from ml.eval.degraded import DegradedViews
+    from ml.eval.openset import evaluate
+
+    rng = np.random.default_rng(7)
+    centres = unit_vectors(rng, 3)
+    enroll = {f"p{i}": Path(f"p{i}/e.jpg") for i in range(3)}
+    emb = {str(p): centres[i] for i, p in enumerate(enroll.values())}
+    known = [(f"p{i}", Path(f"p{i}/probe.jpg")) for i in range(3)]
+    strangers = [("s", Path("s/probe.jpg"))]
+    views = DegradedViews(probes={"p0/probe.jpg": centres[0], "p1/probe.jpg": centres[1], "p2/probe.jpg": centres[0],
+                                  "s/probe.jpg": centres[2]},  # p2's blurred probe looks like p0; the stranger like p2
+                          quality={"p0/probe.jpg": 0.9, "p1/probe.jpg": 0.2, "p2/probe.jpg": 0.1, "s/probe.jpg": 0.15},
+                          variant={}, face_found={})
+    loose = evaluate(emb, enroll, known, strangers, rule=lambda t: 0.5, degraded=views)
+    assert loose["identification_rate"] == pytest.approx(2 / 3) and loose["misidentified"] == pytest.approx(1 / 3)
+    assert loose["false_accept_rate"] == 1.0 and loose["low_quality"] == 0.0
+    cut = evaluate(emb, enroll, known, strangers, rule=lambda t: 0.5, degraded=views, min_quality=0.3)
+    assert cut["identification_rate"] == pytest.approx(1 / 3) and cut["misidentified"] == 0.0
+    assert cut["false_accept_rate"] == 0.0 and cut["low_quality"] == 0.75

@@ -1,6 +1,9 @@
 """Enrollment takes a photo's subject: the clearly largest face; otherwise the user picks a box."""
 from __future__ import annotations
 
+import io
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -107,3 +110,33 @@ def test_a_box_applies_to_one_photo_only_and_must_be_valid(api):
                        {**files_payload({"a.jpg": astronaut}), "box": "450,450,200,200"}, format="multipart")
     assert outside.status_code == 422 and outside.json()["error"]["field"] == "box"
     assert not Template.objects.filter(identity_id=identity).exists()
+
+
+def test_index_command_reports_no_dominant_face_with_boxes_and_enrolls_the_box_given(api, tmp_path, capsys):
+    from django.core.management import CommandError, call_command
+
+    hanks, astronaut = read_package_image("Tom_Hanks_54745.png"), astronaut_bgr()
+    photo, split = group_photo(face_patch(hanks, 120), face_patch(astronaut, 120))
+    people = tmp_path / "people"
+    (people / "Eileen").mkdir(parents=True)
+    (people / "Eileen" / "couple.jpg").write_bytes(jpeg(photo))
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "hanks.jpg").write_bytes(jpeg(hanks))
+
+    call_command("index", str(archive), enroll=people, owner=api.user.username, stdout=io.StringIO())
+    line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("enrolled Eileen"))
+    assert "0/1 photos" in line and "no_dominant_face" in line and "--box Eileen/couple.jpg=" in line
+    assert not Template.objects.filter(identity__name="Eileen", identity__owner=api.user).exists()
+
+    right_box = max(json.loads(line[line.index("boxes found: ") + 13:line.index("] (pick") + 1]), key=lambda b: b[0])
+    assert right_box[0] > split
+    call_command("index", str(archive), enroll=people, owner=api.user.username, stdout=io.StringIO(),
+                 box=["Eileen/couple.jpg=" + ",".join(str(v) for v in right_box)])
+    assert "enrolled Eileen: 1/1 photos" in capsys.readouterr().err
+    template = Template.objects.get(identity__name="Eileen", identity__owner=api.user, masked=False)
+    assert float(np.asarray(template.embedding, np.float32) @ own_embedding(astronaut)) > 0.7
+
+    with pytest.raises(CommandError, match="Nobody/x.jpg"):
+        call_command("index", str(archive), enroll=people, owner=api.user.username, stdout=io.StringIO(),
+                     box=["Nobody/x.jpg=1,2,30,30"])

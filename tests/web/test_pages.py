@@ -285,6 +285,24 @@ JUNK_FORMS = [{}, {"name": ""}, {"name": "x" * 300}, {"person": "x" * 300}, {"id
               {"x": "a"}, {"source": "ftp://nowhere"}, {"source": "relative/path"}, {"purge_faces": "1", "name": "\x00"}]
 
 
+def test_person_page_lists_templates_and_removes_one(rng=np.random.default_rng(8)):
+    from backend.gallery.models import Template
+
+    owner, other = make_user(), make_user()
+    ann = Identity.objects.create(owner=owner, name="Ann")
+    kept, wrong = (Template.objects.create(owner=owner, identity=ann, embedding=unit_vector(rng), quality=q,
+                                           crop_key=f"{owner.pk}/templates/{ann.pk}/{uuid.uuid4().hex}.jpg")
+                   for q in (0.91, 0.42))
+    body = signed_in(owner).get(f"/people/{ann.pk}/").content.decode()
+    assert body.count("template-tile") == 2 and "quality 0.42" in body
+    url = f"/people/{ann.pk}/templates/{wrong.pk}/delete/"
+    assert signed_in(other).post(url).status_code == 404
+    response = signed_in(owner).post(url)
+    assert response.status_code == 302 and response["Location"] == f"/people/{ann.pk}/"
+    assert list(Template.objects.filter(identity=ann).values_list("id", flat=True)) == [kept.pk]
+    assert signed_in(owner).post(url).status_code == 404
+
+
 def test_no_form_answers_junk_with_a_server_error(rng=np.random.default_rng(7)):
     owner = make_user()
     job = Job.objects.create(owner=owner, total_images=1)
@@ -299,7 +317,8 @@ def test_no_form_answers_junk_with_a_server_error(rng=np.random.default_rng(7)):
     urls = ["/upload/", "/import/", f"/jobs/{job.pk}/cancel/", f"/photos/{image.pk}/tag/", f"/faces/{face.pk}/assign/",
             f"/faces/{face.pk}/new-person/", "/people/new/", f"/people/{ann.pk}/rename/", f"/people/{ann.pk}/merge/",
             f"/people/{ann.pk}/enroll/", f"/merges/{merge.pk}/undo/", f"/unknown/{cluster.pk}/name/",
-            f"/unknown/{cluster.pk}/remove/{face.pk}/", "/search/", "/verify/", f"/faces/{face.pk}/reject/"]
+            f"/unknown/{cluster.pk}/remove/{face.pk}/", "/search/", "/verify/", f"/faces/{face.pk}/reject/",
+            f"/people/{ann.pk}/templates/999999/delete/"]
     errors = [(url, form, response.status_code) for url in urls for form in JUNK_FORMS
               if (response := client.post(url, form)).status_code >= 500]
     errors += [(url, "GET", response.status_code) for url in ("/people/?page=abc", "/unknown/?page=-1", f"/jobs/{job.pk}/?page=x")
