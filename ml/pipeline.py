@@ -17,7 +17,8 @@ class FacePipeline:
     def __init__(self, detector, recognizer, *, detector_id: str, recognizer_id: str,
                  embedding_dim: int, threshold: float, thresholds: dict[str, float],
                  flip_tta: bool = False, impostor_tail: ImpostorTail | None = None,
-                 landmarker=None, landmarker_id: str | None = None):
+                 landmarker=None, landmarker_id: str | None = None,
+                 masked_impostor_tail: ImpostorTail | None = None):
         self.detector = detector
         self.recognizer = recognizer
         self.detector_id = detector_id
@@ -28,6 +29,9 @@ class FacePipeline:
         self.flip_tta = flip_tta
         # Per-pair impostor score tail (manifest impostor_tail): open-set thresholds.
         self.impostor_tail = impostor_tail
+        # The same for probes the mask classifier calls masked (manifest masked_impostor_tail):
+        # against bare and masked-probe templates their impostor scores run higher.
+        self.masked_impostor_tail = masked_impostor_tail
         # Optional second detector whose landmarks replace the first's (boxes stay).
         self.landmarker = landmarker
         self.landmarker_id = landmarker_id
@@ -53,45 +57,34 @@ class FacePipeline:
         threshold = entry.default_threshold
         if threshold is None:
             raise ValueError(f"manifest gives no default_threshold for {recognizer_id!r}")
-        tail = entry.options.get("impostor_tail")
+        tails = impostor_tails(entry)
         rec = load_recognizer(recognizer_id)
         return cls(
             load_detector(detector_id), rec,
             detector_id=detector_id, recognizer_id=recognizer_id,
             embedding_dim=rec.embedding_dim, threshold=float(threshold),
             thresholds={k: float(v) for k, v in thresholds.items()}, flip_tta=flip_tta,
-            impostor_tail=ImpostorTail.from_table(tail) if tail else None,
+            **tails,
             landmarker=load_detector(landmarks) if landmarks and landmarks != detector_id else None,
             landmarker_id=landmarks or None,
         )
 
+    def tail_for(self, masked: bool) -> ImpostorTail | None:
+        """The impostor tail that sets the threshold for bare or masked probes."""
+        return (self.masked_impostor_tail or self.impostor_tail) if masked else self.impostor_tail
+
     def detect(self, img: np.ndarray) -> list[DetectedFace]:
         """Faces in a BGR image, best score first; boxes and landmarks in its pixels."""
         img = _as_bgr(img)
-        faces = self.detector.detect(img)
-        if self.landmarker is not None:
-            faces = [self._refined(img, face) for face in faces]
-        return faces
+        return self.refined(img, self.detector.detect(img))
 
-    def _refined(self, img: np.ndarray, face: DetectedFace) -> DetectedFace:
-        """The face with the landmarker's landmarks, found in the region around its box (else as it was)."""
-        x, y, w, h = face.box
-        height, width = img.shape[:2]
-        half = max(w, h) * BOX_SEARCH_MARGIN / 2
-        cx, cy = x + w / 2, y + h / 2
-        x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
-        x1, y1 = int(min(width, cx + half + 1)), int(min(height, cy + half + 1))
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            return face
-        best, best_iou = None, 0.3
-        for found in self.landmarker.detect(img[y0:y1, x0:x1]):
-            moved = (found.box[0] + x0, found.box[1] + y0, found.box[2], found.box[3])
-            overlap = iou(moved, face.box)
-            if overlap >= best_iou:
-                best, best_iou = found, overlap
-        if best is None:
-            return face
-        return DetectedFace(box=face.box, landmarks=best.landmarks + np.float32([x0, y0]), score=face.score)
+    def refined(self, img: np.ndarray, faces: list[DetectedFace]) -> list[DetectedFace]:
+        """The faces with the landmarker's landmarks (boxes and scores stay); a face it misses keeps its own."""
+        if self.landmarker is None or not faces:
+            return faces
+        found = self.landmarker.landmarks_in_boxes(img, [f.box for f in faces])
+        return [face if points is None else DetectedFace(box=face.box, landmarks=points, score=face.score)
+                for face, points in zip(faces, found)]
 
     def align(self, img: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return align_face(_as_bgr(img), landmarks)
@@ -170,6 +163,12 @@ class FacePipeline:
             embedding=np.asarray(embedding, dtype=np.float32), crop=crop,
             quality=face_quality(face.box, face.landmarks, face.score, crop),
         )
+
+
+def impostor_tails(entry) -> dict[str, ImpostorTail | None]:
+    """A recognizer manifest entry's impostor_tail and masked_impostor_tail, as FacePipeline keywords."""
+    return {key: ImpostorTail.from_table(entry.options[key]) if entry.options.get(key) else None
+            for key in ("impostor_tail", "masked_impostor_tail")}
 
 
 def _as_bgr(img: np.ndarray) -> np.ndarray:

@@ -10,11 +10,23 @@ from __future__ import annotations
 
 import sys
 
+_limit = 0  # 0: each library's default
+
+
+def thread_limit() -> int:
+    """The cap set by limit_threads (0 = none): for onnxruntime sessions built later."""
+    return _limit
+
 
 def limit_threads(threads: int) -> None:
-    """Cap OpenCV, BLAS/OpenMP and (if loaded) torch at ``threads``; 0 or less leaves the defaults."""
+    """Cap OpenCV, BLAS/OpenMP and (if loaded) torch at ``threads``; 0 or less leaves the defaults.
+
+    onnxruntime sessions (the RetinaFace landmarker) read it when they are built.
+    """
+    global _limit
     if threads <= 0:
         return
+    _limit = threads
     import cv2
     from threadpoolctl import threadpool_limits
 

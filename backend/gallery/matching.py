@@ -93,17 +93,20 @@ class MatchRule:
         return min(self.threshold, self.masked_threshold)
 
 
-def threshold_for_gallery(comparisons: int, *, target_fpir: float | None = None) -> float:
+def threshold_for_gallery(comparisons: int, *, target_fpir: float | None = None, masked: bool = False) -> float:
     """The open-set threshold for a probe compared with ``comparisons`` templates.
 
-    Never below the recognizer's pair threshold (manifest default_threshold):
-    a tiny gallery is not matched more loosely than a 1:1 comparison.
+    ``masked``: for a probe called masked, from the masked-probe impostor tail
+    (manifest masked_impostor_tail) where there is one. Never below the
+    recognizer's pair threshold (manifest default_threshold): a tiny gallery
+    is not matched more loosely than a 1:1 comparison.
     """
     pipeline = get_pipeline()
     target = settings.FACEINDEX_TARGET_FPIR if target_fpir is None else target_fpir
-    if pipeline.impostor_tail is None:
+    tail = pipeline.tail_for(masked)
+    if tail is None:
         return float(pipeline.threshold)
-    return openset_threshold(pipeline.impostor_tail, target_fpir=target, comparisons=comparisons,
+    return openset_threshold(tail, target_fpir=target, comparisons=comparisons,
                              floor=float(pipeline.threshold))
 
 
@@ -123,9 +126,15 @@ def match_rule(owner_id: int, *, target_fpir: float | None = None) -> MatchRule:
 
 def _rule(target_fpir: float, *, all_templates: int, bare_templates: int) -> MatchRule:
     return MatchRule(
+<<<<<<< HEAD
         threshold=threshold_for_gallery(bare_templates, target_fpir=target_fpir),
         masked_threshold=threshold_for_gallery(all_templates, target_fpir=target_fpir),
         target_fpir=target_fpir, templates=bare_templates, masked_templates=all_templates - bare_templates,
+=======
+        threshold=threshold_for_gallery(counts["bare"], target_fpir=target),
+        masked_threshold=threshold_for_gallery(counts["all"], target_fpir=target, masked=True),
+        target_fpir=target, templates=counts["bare"], masked_templates=counts["all"] - counts["bare"],
+>>>>>>> main
     )
 
 

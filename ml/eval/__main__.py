@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     common(p)
     p = sub.add_parser("calibrate", help="per-pair impostor score tail (manifest impostor_tail)")
     p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--masked-probes", dest="masked_probes", action="store_true",
+                   help="also the tail for masked probes (manifest masked_impostor_tail), as openset --masked-probes draws them")
     common(p)
     p = sub.add_parser("embed", help="export embeddings as JSON")
     p.add_argument("--root", type=Path, required=True)
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         from ml.eval.openset import default_rule, run_openset
 
         sizes = tuple(int(v) for v in args.gallery_sizes.split(",") if v.strip())
-        report = run_openset(pipeline, args.root, rule=default_rule(pipeline, args.target_fpir), gallery_sizes=sizes,
+        report = run_openset(pipeline, args.root, rule=default_rule(pipeline, args.target_fpir),
+                             masked_rule=default_rule(pipeline, args.target_fpir, masked=True), gallery_sizes=sizes,
                              margin=args.margin, baseline_threshold=pipeline.threshold, cache=args.cache,
                              masked_probes=args.masked_probes,
                              degraded_probes=args.degraded_probes,
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "calibrate":
         from ml.eval.calibrate import run_calibrate
 
-        report = run_calibrate(pipeline, args.root, cache=args.cache)
+        report = run_calibrate(pipeline, args.root, cache=args.cache, masked_probes=args.masked_probes)
     elif args.command == "identify":
         from ml.eval.identify import run_identify
 

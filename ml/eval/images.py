@@ -126,7 +126,10 @@ def _cache_file(pipeline, face: str) -> Path:
 
     key = json.dumps({
         "version": CACHE_VERSION, "face": face, "flip_tta": pipeline.flip_tta,
-        **({"landmarks": pipeline.landmarker_id} if pipeline.landmarker is not None else {}),
+        # the landmarker's file and its options (refine_side, refine_margin, ...) change what it finds
+        **({"landmarks": [pipeline.landmarker_id, weights.model_entry(pipeline.landmarker_id).sha256,
+                          weights.model_entry(pipeline.landmarker_id).options]}
+           if pipeline.landmarker is not None else {}),
         "detector": [pipeline.detector_id, weights.model_entry(pipeline.detector_id).sha256,
                      weights.model_entry(pipeline.detector_id).options],
         "recognizer": [pipeline.recognizer_id, weights.model_entry(pipeline.recognizer_id).sha256],

@@ -81,7 +81,8 @@ def masked_views(pipeline, probe_paths, enroll_paths, *, face: str = "centre", c
     print(f"masked probes: {len(todo_probes)} probes and {len(todo_templates)} templates to embed", file=sys.stderr)
     for path in tqdm(todo_probes, desc="masked probes", file=sys.stderr, unit="img", mininterval=10):
         img = decode_image(Path(path).read_bytes()).pixels
-        chosen, _ = _face(pipeline, img, face)
+        detected = pipeline.detect(img)  # only the landmarks are needed here: no embedding
+        chosen = pick_face(detected, img.shape[1], img.shape[0], face) if detected else _face(pipeline, img, face)[0]
         masked = synthesize_masked_image(img, chosen.landmarks, PROBE_FABRIC, np.random.default_rng(_seed(path)))
         probe, found[path] = _face(pipeline, masked, face)
         views["probe"][path] = probe.embedding

@@ -136,10 +136,11 @@ def run_degraded(pipeline, emb: dict, items, enroll, known, unknown, *, rule, ga
     return report
 
 
-def run_openset(pipeline, root: Path, *, rule, gallery_sizes=(1500,), margin: float = 0.0,
+def run_openset(pipeline, root: Path, *, rule, masked_rule=None, gallery_sizes=(1500,), margin: float = 0.0,
                 baseline_threshold: float | None = None, cache: bool = True, masked_probes: bool = False,
                 templates_per_person: tuple[int, ...] = (), degraded_probes: bool = False) -> dict:
-    """``rule(comparisons) -> threshold``: the decision under test (the shipped default in __main__).
+    """``rule(comparisons) -> threshold``: the decision under test (the shipped default in __main__);
+    ``masked_rule``: the same for probes called masked (default ``rule``).
 
     ``masked_probes``: every probe photo wears a synthetic mask (ml.eval.masked); enrolled faces get
     their masked-probe templates as enrollment stores them.
@@ -160,7 +161,7 @@ def run_openset(pipeline, root: Path, *, rule, gallery_sizes=(1500,), margin: fl
                               face="centre", cache=cache)
         report["masked_probes"] = {"fabric": PROBE_FABRIC, "drawn_on": "whole photo, then detected again",
                                    "face_found_again": masked.redetected, "probes": len(probe_paths)}
-    figures = evaluate(emb, enroll, known, unknown, rule=rule, margin=margin, masked=masked)
+    figures = evaluate(emb, enroll, known, unknown, rule=rule, masked_rule=masked_rule, margin=margin, masked=masked)
     report.update({k: v for k, v in figures.items() if not k.startswith("_")})
     if baseline_threshold is not None:
         fixed = evaluate(emb, enroll, known, unknown, rule=lambda _: baseline_threshold, margin=margin, masked=masked)
@@ -170,7 +171,8 @@ def run_openset(pipeline, root: Path, *, rule, gallery_sizes=(1500,), margin: fl
         grown = grow_gallery(items, enroll, size)
         if grown is None:
             continue
-        figures = evaluate(emb, grown, known, unknown, rule=rule, margin=margin, masked=masked)
+        figures = evaluate(emb, grown, known, unknown, rule=rule, masked_rule=masked_rule, margin=margin,
+                           masked=masked)
         by_size[str(size)] = {k: figures[k] for k in ("enrolled", "threshold", "masked_threshold", "flagged_masked",
                                                       "identification_rate", "false_accept_rate",
                                                       "misidentified", "identification_rate_at_fpir") if k in figures}
@@ -208,10 +210,11 @@ def grow_gallery(items, enroll: dict, size: int, *, templates: int | None = None
     return grown
 
 
-def evaluate(emb: dict, enroll: dict, known, unknown, *, rule, margin: float = 0.0, masked=None,
+def evaluate(emb: dict, enroll: dict, known, unknown, *, rule, masked_rule=None, margin: float = 0.0, masked=None,
              degraded=None, min_quality: float = 0.0) -> dict:
     """``masked`` (ml.eval.masked.MaskedViews): probes wear synthetic masks; as in the service, a probe the
-    mask classifier calls masked also meets the masked-probe templates, at the threshold for all templates.
+    mask classifier calls masked also meets the masked-probe templates, at ``masked_rule`` (default ``rule``)
+    for all templates.
 
     ``degraded`` (ml.eval.degraded.DegradedViews): probes are the degraded photos, and a probe whose face
     quality is below ``min_quality`` is never named (low_quality), as FACEINDEX_MATCH_MIN_QUALITY does."""
@@ -226,7 +229,7 @@ def evaluate(emb: dict, enroll: dict, known, unknown, *, rule, margin: float = 0
     known = [(n, p) for n, p in known if str(p) in probe_emb]
     unknown = [(n, p) for n, p in unknown if str(p) in probe_emb]
     threshold = float(rule(len(rows)))
-    masked_threshold = float(rule(2 * len(rows)))  # bare + masked-probe template per enrolled photo
+    masked_threshold = float((masked_rule or rule)(2 * len(rows)))  # bare + masked-probe template per enrolled photo
 
     def flagged(probes):
         return np.array([masked is not None and masked.flagged[str(p)] for _, p in probes], dtype=bool)
@@ -302,9 +305,12 @@ def _cut_at_fpir(stranger_best: np.ndarray, fpir: float) -> float:
     return float(np.nextafter(ordered[allowed], np.inf))
 
 
-def default_rule(pipeline, target_fpir: float):
-    """The shipped decision: the recognizer's impostor tail at ``target_fpir``, else its fixed threshold."""
-    tail = pipeline.impostor_tail
+def default_rule(pipeline, target_fpir: float, *, masked: bool = False):
+    """The shipped decision: the recognizer's impostor tail at ``target_fpir``, else its fixed threshold.
+
+    ``masked``: for probes called masked, the masked-probe tail where the manifest has one.
+    """
+    tail = pipeline.tail_for(masked)
     if tail is None:
         return lambda comparisons: pipeline.threshold
     return lambda comparisons: openset_threshold(tail, target_fpir=target_fpir, comparisons=comparisons)

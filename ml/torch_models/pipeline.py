@@ -4,6 +4,10 @@
   fit     CPU threads: fit_for_detector + zero padding (as the cv2 path);
   detect  device: one forward pass per distinct padded shape, decode on the
           device, NMS on the CPU (a few candidates per image);
+  landmarks CPU: the manifest's landmarker ([defaults] landmarks) refines each
+          box's landmarks exactly as FacePipeline does (the same onnxruntime
+          RetinaFace on the same scale-normalised crops), so both paths align
+          the same faces the same way;
   align   device: each image uploaded once as uint8, its faces warped with
           grid_sample;
   embed   device: every face of the batch in one call (chunks of 256);
@@ -26,9 +30,10 @@ import torch
 
 from ml.align import CROP_SIZE
 from ml.decode import DEFAULT_MAX_PIXELS, decode_image
+from ml.detectors import load_detector
 from ml.detectors.yunet import faces_from_rows
 from ml.errors import ImageDecodeError
-from ml.pipeline import FacePipeline, _as_bgr
+from ml.pipeline import FacePipeline, _as_bgr, impostor_tails
 from ml.torch_models.align import align_on_device
 from ml.torch_models.device import resolve_device, run_split_on_failure
 from ml.torch_models.sface import TorchSFace
@@ -68,7 +73,8 @@ class TorchFacePipeline(FacePipeline):
 
     @classmethod
     def from_manifest(cls, *, detector: str | None = None, recognizer: str | None = None,
-                      flip_tta: bool | None = None, device: str | torch.device | None = None,
+                      flip_tta: bool | None = None, landmarks: str | None = None,
+                      device: str | torch.device | None = None,
                       threads: int = 0, precision: str = "fp32") -> "TorchFacePipeline":
         import weights
 
@@ -88,9 +94,14 @@ class TorchFacePipeline(FacePipeline):
             raise ValueError(f"manifest gives no default_threshold for {recognizer_id!r}")
         if flip_tta is None:
             flip_tta = bool(weights.load_manifest()["defaults"].get("flip_tta", False))
+        if landmarks is None:
+            landmarks = weights.load_manifest()["defaults"].get("landmarks", "")
         return cls(models[0], models[1], detector_id=detector_id, recognizer_id=recognizer_id,
                    embedding_dim=models[1].embedding_dim, threshold=float(entry.default_threshold),
                    thresholds={k: float(v) for k, v in entry.thresholds.items()}, flip_tta=flip_tta,
+                   **impostor_tails(entry),
+                   landmarker=load_detector(landmarks) if landmarks and landmarks != detector_id else None,
+                   landmarker_id=landmarks or None,
                    device=device, threads=threads, precision=precision)
 
     def set_precision(self, precision: str) -> None:
@@ -158,6 +169,9 @@ class TorchFacePipeline(FacePipeline):
             rows = self.detector.detect_fitted([work for work, _ in fitted])
             detections = [faces_from_rows(r, letterbox, img.shape[1], img.shape[0])
                           for r, (_, letterbox), img in zip(rows, fitted, imgs)]
+        if self.landmarker is not None:
+            with self._timed("landmarks"):
+                detections = list(pool.map(self.refined, imgs, detections))
         with self._timed("align"):
             parts = []
             for img, faces in zip(imgs, detections):
@@ -186,7 +200,8 @@ class TorchFacePipeline(FacePipeline):
     def _process_on_cpu(self, imgs: list[np.ndarray]) -> list[list[EmbeddedFace]]:
         if self._cpu_pipeline is None:
             self._cpu_pipeline = FacePipeline.from_manifest(
-                detector=self.detector_id, recognizer=self.recognizer_id, flip_tta=self.flip_tta)
+                detector=self.detector_id, recognizer=self.recognizer_id, flip_tta=self.flip_tta,
+                landmarks=self.landmarker_id or "")
         self.fallbacks += len(imgs)
         return self._cpu_pipeline.process_batch(imgs)
 

@@ -190,3 +190,16 @@ def test_probes_below_the_quality_cut_are_never_named():
     cut = evaluate(emb, enroll, known, strangers, rule=lambda t: 0.5, degraded=views, min_quality=0.3)
     assert cut["identification_rate"] == pytest.approx(1 / 3) and cut["misidentified"] == 0.0
     assert cut["false_accept_rate"] == 0.0 and cut["low_quality"] == 0.75
+
+
+def test_shipped_rule_uses_the_masked_tail_for_masked_probes(pipeline):
+    from ml.eval.openset import default_rule
+
+    assert pipeline.masked_impostor_tail is not None and pipeline.impostor_tail is not None
+    bare, masked = default_rule(pipeline, TARGET), default_rule(pipeline, TARGET, masked=True)
+    for comparisons in (300, 3000):
+        assert masked(comparisons) == pytest.approx(
+            openset_threshold(pipeline.masked_impostor_tail, target_fpir=TARGET, comparisons=comparisons))
+        assert bare(comparisons) == pytest.approx(
+            openset_threshold(pipeline.impostor_tail, target_fpir=TARGET, comparisons=comparisons))
+        assert masked(comparisons) > bare(comparisons)  # the masked tail is the heavier one past ~1e-4

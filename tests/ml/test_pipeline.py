@@ -253,17 +253,105 @@ def test_retinaface_detector_agrees_with_yunet(pipeline, group_photo):
     assert retina.detect(np.full((480, 640, 3), 127, np.uint8)) == []
 
 
-def test_retinaface_landmarks_on_yunet_boxes(pipeline, group_photo):
+def test_retinaface_landmarks_on_yunet_boxes(group_photo):
     from ml.pipeline import FacePipeline
 
+    plain = FacePipeline.from_manifest(landmarks="")
     hybrid = FacePipeline.from_manifest(landmarks="retinaface-mobilenet")
-    assert hybrid.detector_id == pipeline.detector_id and hybrid.landmarker_id == "retinaface-mobilenet"
+    assert plain.landmarker is None
+    assert hybrid.detector_id == plain.detector_id and hybrid.landmarker_id == "retinaface-mobilenet"
     retina = FacePipeline.from_manifest(detector="retinaface-mobilenet").detect(group_photo)
-    plain, refined = pipeline.detect(group_photo), hybrid.detect(group_photo)
-    assert [f.box for f in refined] == [f.box for f in plain]  # YuNet's boxes and scores stay
-    for face, before in zip(refined, plain):
-        # the landmarks are RetinaFace's own for that face (found again in the region around the box)
+    yunet, refined = plain.detect(group_photo), hybrid.detect(group_photo)
+    assert [f.box for f in refined] == [f.box for f in yunet]  # YuNet's boxes and scores stay
+    for face, before in zip(refined, yunet):
+        # the landmarks are RetinaFace's own for that face (found again in a crop around the box)
         nearest = min(retina, key=lambda r: np.linalg.norm(r.landmarks - face.landmarks))
         # (run on a crop its input scale differs, so not to the pixel)
         assert np.linalg.norm(nearest.landmarks - face.landmarks, axis=1).mean() < 0.08 * before.box[2]
         assert not np.allclose(face.landmarks, before.landmarks)
+
+
+@pytest.fixture(scope="module")
+def landmarker():
+    from ml.detectors import load_detector
+
+    return load_detector("retinaface-mobilenet")
+
+
+def test_scale_normalised_crop_maps_points_back_exactly(astronaut):
+    """A point drawn in the photo lands where (x0, y0, scale) says, for shrunk and enlarged crops alike."""
+    from ml.detectors.retinaface import scale_normalised_crop
+
+    for size, box in ((4000, (1500.0, 900.0, 700.0, 800.0)), (300, (100.3, 80.7, 60.0, 50.0)), (512, (-20.0, 400.0, 150.0, 160.0))):
+        img = np.zeros((size, size, 3), np.uint8)
+        point = np.array([box[0] + 0.6 * box[2], box[1] + 0.4 * box[3]])
+        radius = max(2, int(box[2] / 20))
+        cv2.circle(img, (int(round(point[0] - 0.5)), int(round(point[1] - 0.5))), radius, (255, 255, 255), -1)
+        crop, (x0, y0, scale) = scale_normalised_crop(img, box, margin=2.0, side=224)
+        assert crop.shape == (224, 224, 3)
+        assert scale == pytest.approx(224 / (2.0 * max(box[2], box[3])))
+        ys, xs = np.nonzero(crop[:, :, 0] > 127)
+        found = np.array([xs.mean() + 0.5, ys.mean() + 0.5]) / scale + [x0, y0]  # pixel centre -> corner convention
+        assert np.abs(found - point).max() < 0.02 * box[2] + 1.0
+
+
+def test_refined_landmarks_do_not_depend_on_photo_resolution(landmarker, group_photo, astronaut):
+    """The same box in a photo and in its enlargement or reduction gets the same landmarks (issue 10).
+
+    Before the crops were scale-normalised, a profile face's RetinaFace landmarks
+    moved by 13% of its box between t1.jpg and its 3.6x enlargement.
+    """
+    from ml.pipeline import FacePipeline
+
+    boxes = {"t1": [f.box for f in FacePipeline.from_manifest(landmarks="").detect(group_photo)],
+             "astronaut": [f.box for f in FacePipeline.from_manifest(landmarks="").detect(astronaut)]}
+    assert len(boxes["t1"]) == 6 and len(boxes["astronaut"]) == 1
+    for name, img in (("t1", group_photo), ("astronaut", astronaut)):
+        base = landmarker.landmarks_in_boxes(img, boxes[name])
+        assert all(points is not None for points in base)
+        for factor in (0.5, 3.6):
+            size = (round(img.shape[1] * factor), round(img.shape[0] * factor))
+            resized = cv2.resize(img, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+            scaled = [tuple(v * size[0] / img.shape[1] for v in box) for box in boxes[name]]
+            moved = landmarker.landmarks_in_boxes(resized, scaled)
+            for box, before, after in zip(boxes[name], base, moved):
+                shift = np.abs(after / (size[0] / img.shape[1]) - before).max()
+                assert shift < 0.03 * box[2], (name, factor, shift / box[2])
+
+
+def test_default_pipeline_landmarks_follow_the_photo_when_enlarged(pipeline, group_photo):
+    """End to end with the shipped defaults (boxes found again by YuNet in the big photo)."""
+    big = cv2.resize(group_photo, (4624, 3200), interpolation=cv2.INTER_LINEAR)
+    scale = 4624 / group_photo.shape[1]
+    small_faces, big_faces = pipeline.detect(group_photo), pipeline.detect(big)
+    assert len(big_faces) == len(small_faces) == 6
+    for face in small_faces:
+        centre = np.array([face.box[0] + face.box[2] / 2, face.box[1] + face.box[3] / 2]) * scale
+        match = min(big_faces, key=lambda f: np.hypot(f.box[0] + f.box[2] / 2 - centre[0],
+                                                      f.box[1] + f.box[3] / 2 - centre[1]))
+        assert np.abs(match.landmarks / scale - face.landmarks).max() < 0.05 * face.box[2]
+
+
+def test_landmarker_batches_all_boxes_of_an_image_in_one_call(landmarker, group_photo):
+    """One box at a time or all at once: the same landmarks (the graph takes a dynamic batch)."""
+    from ml.pipeline import FacePipeline
+
+    boxes = [f.box for f in FacePipeline.from_manifest(landmarks="").detect(group_photo)]
+    together = landmarker.landmarks_in_boxes(group_photo, boxes)
+    for box, points in zip(boxes, together):
+        np.testing.assert_allclose(landmarker.landmarks_in_boxes(group_photo, [box])[0], points, atol=1e-3)
+    assert landmarker.landmarks_in_boxes(group_photo, []) == []
+    # A box on a blank wall: nothing there, so no landmarks (the pipeline keeps the detector's).
+    assert landmarker.landmarks_in_boxes(np.full((480, 640, 3), 127, np.uint8), [(100.0, 100.0, 80.0, 90.0)]) == [None]
+
+
+def test_landmarker_session_follows_the_worker_thread_limit(monkeypatch):
+    """Workers cap threads after the models load; the onnxruntime session is built with the cap."""
+    import ml.threads
+    from ml.detectors import load_detector
+
+    detector = load_detector("retinaface-mobilenet")
+    monkeypatch.setattr(ml.threads, "_limit", 1)
+    assert detector._session.get_session_options().intra_op_num_threads == 1
+    detector.set_num_threads(2)
+    assert detector._session.get_session_options().intra_op_num_threads == 2

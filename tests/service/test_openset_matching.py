@@ -63,3 +63,19 @@ def test_matching_policy_api_sets_the_owner_target_and_rematches(api, sample_arc
 
     reset = api.put("/api/v1/matching-policy", {"target_fpir": None}, format="json")
     assert reset.status_code == 200 and reset.json() == default
+
+
+def test_masked_probes_are_held_to_the_masked_impostor_tail():
+    """Masked probes meet bare + masked-probe templates; their threshold comes from their own impostor tail."""
+    from backend.core.pipeline import get_pipeline
+    from ml.openset import openset_threshold
+
+    pipeline = get_pipeline()
+    assert pipeline.masked_impostor_tail is not None  # the manifest ships one (ml.eval calibrate --masked-probes)
+    for templates in (600, 3000):
+        bare = matching.threshold_for_gallery(templates, target_fpir=0.01)
+        masked = matching.threshold_for_gallery(templates, target_fpir=0.01, masked=True)
+        assert masked == pytest.approx(openset_threshold(pipeline.masked_impostor_tail, target_fpir=0.01,
+                                                         comparisons=templates, floor=pipeline.threshold))
+        # past ~1e-4 per pair the masked tail is the heavier one, so big galleries cut masked probes stricter
+        assert masked > bare
