@@ -126,15 +126,9 @@ def match_rule(owner_id: int, *, target_fpir: float | None = None) -> MatchRule:
 
 def _rule(target_fpir: float, *, all_templates: int, bare_templates: int) -> MatchRule:
     return MatchRule(
-<<<<<<< HEAD
         threshold=threshold_for_gallery(bare_templates, target_fpir=target_fpir),
-        masked_threshold=threshold_for_gallery(all_templates, target_fpir=target_fpir),
+        masked_threshold=threshold_for_gallery(all_templates, target_fpir=target_fpir, masked=True),
         target_fpir=target_fpir, templates=bare_templates, masked_templates=all_templates - bare_templates,
-=======
-        threshold=threshold_for_gallery(counts["bare"], target_fpir=target),
-        masked_threshold=threshold_for_gallery(counts["all"], target_fpir=target, masked=True),
-        target_fpir=target, templates=counts["bare"], masked_templates=counts["all"] - counts["bare"],
->>>>>>> main
     )
 
 
