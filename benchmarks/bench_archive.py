@@ -2,12 +2,15 @@
 
     .venv/bin/python benchmarks/bench_archive.py [--archive synthetic|large] [--images 2000] [--workers 1 2]
         [--fr-processes 2] [--fr-images 300] [--fr-upsample N] [--port-base 15700] [--batch-size 8]
-        [--skip-face-recognition]
+        [--worker-threads N] [--kill-node] [--skip-face-recognition]
 
 --archive large builds 12 MP and 4 MP photos instead (build_large_archive)
 plus one 108 MP scan, and counts the faces each system found against the
 faces placed. Unknown-face clustering is replayed batch by batch after each
-run and reported as ms per image next to the write stage.
+run and reported as ms per image next to the write stage. CPU seconds per
+image (user+sys) of the worker processes and of PostgreSQL, S3 and Redis are
+printed with the load average: on a shared host they, not the wall times,
+compare between runs.
 
 1. Builds a synthetic archive of N photos from package-shipped faces (scikit-
    image's astronaut, insightface's Tom Hanks portrait and the six people of
@@ -245,6 +248,34 @@ def _worker_tree_rss(process: subprocess.Popen, peaks: dict[int, int]) -> None:
         pass
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process, its live descendants and the children it has reaped.
+
+    Independent of how busy the machine is, unlike wall time: the figure to
+    compare between runs on a shared host.
+    """
+    import psutil
+
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        t = root.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        for child in root.children(recursive=True):
+            try:
+                c = child.cpu_times()
+                total += c.user + c.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+WORKER_THREADS = 0  # --worker-threads; 0: the cores shared out among the workers of a run
+
+
 def _start_node(node: str, workers: int, env: dict, log_dir: Path) -> subprocess.Popen:
     """One worker "node": its own node name, var dir and log, sharing only the database, broker and S3."""
     var_dir = log_dir.parent / "nodes" / node.split("@")[0]
@@ -253,13 +284,13 @@ def _start_node(node: str, workers: int, env: dict, log_dir: Path) -> subprocess
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=solo", "-n", node,
          "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=REPO_ROOT, env={"FACEINDEX_WORKER_THREADS": str(max(1, (os.cpu_count() or 1) // workers)), **env,
+        cwd=REPO_ROOT, env={"FACEINDEX_WORKER_THREADS": str(WORKER_THREADS or max(1, (os.cpu_count() or 1) // workers)), **env,
                             "FACEINDEX_VAR_DIR": str(var_dir), "TMPDIR": str(var_dir)},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_dir: Path,
-                  kill_at: float | None = None) -> dict:
+                  kill_at: float | None = None, service_pids: dict[str, int | None] | None = None) -> dict:
     """Index the archive with ``workers`` nodes; with ``kill_at`` the last node is SIGKILLed once that
     share of the images is done and started again under its name 5 s later (as a supervisor would)."""
     from django.conf import settings
@@ -292,6 +323,10 @@ def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_
                 raise RuntimeError(f"worker did not start; see {log_dir}")
         # (the solo pool loads the models in worker_process_init, before it answers pings)
         wall_started = time.monotonic()
+        load_at_start = os.getloadavg()[0]
+        # CPU from here on: the models are loaded (before the workers answer pings).
+        worker_cpu_start = [_cpu_seconds(p.pid) for p in procs]
+        service_cpu_start = {name: _cpu_seconds(pid) for name, pid in (service_pids or {}).items()}
         job, _ = services.submit_import(owner=user, source=str(archive))
         last_print = 0.0
         while True:
@@ -327,6 +362,9 @@ def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_
                 _worker_tree_rss(worker, peaks)
             time.sleep(0.5)
         drained = time.monotonic() - wall_started
+        worker_cpu = [_cpu_seconds(p.pid) - start for p, start in zip(procs, worker_cpu_start)]
+        service_cpu = {name: _cpu_seconds(pid) - service_cpu_start[name] for name, pid in (service_pids or {}).items()}
+        load_at_end = os.getloadavg()[0]
     finally:
         for worker in procs:
             worker.terminate()
@@ -365,6 +403,10 @@ def run_faceindex(workers: int, enroll_dir: Path, archive: Path, env: dict, log_
         "faces_per_s": job.faces_found / seconds,
         "stage_ms": {stage: 1000 * total / max(timed, 1) for stage, total in stage_sums.items()},
         "peak_rss_mb": [round(peaks[p.pid] / 2**20) for p in procs if p.pid in peaks],
+        # A killed node's CPU before the kill is lost: no CPU figures for that run.
+        "worker_cpu_s_per_image": None if killed else [round(c / job.total_images, 4) for c in worker_cpu],
+        "service_cpu_s_per_image": {name: round(c / job.total_images, 4) for name, c in service_cpu.items()},
+        "load_average": [round(load_at_start, 1), round(load_at_end, 1)],
         "found": found,
         "report": report,
     }
@@ -507,11 +549,16 @@ def main() -> int:
     parser.add_argument("--kill-node", action="store_true",
                         help="also run 2 nodes and SIGKILL one a third of the way through (restarted under its name)")
     parser.add_argument("--batch-size", type=int, default=None, help="FACEINDEX_BATCH_SIZE for the workers")
+    parser.add_argument("--worker-threads", type=int, default=0,
+                        help="FACEINDEX_WORKER_THREADS of every worker (default: CPU cores // workers of the run, "
+                             "so 1 worker uses 2 threads on 2 cores and 2 workers 1 each)")
     parser.add_argument("--port-base", type=int, default=15700)
     parser.add_argument("--var-dir", type=Path, default=REPO_ROOT / "var" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the stack and archive afterwards")
     args = parser.parse_args()
 
+    global WORKER_THREADS
+    WORKER_THREADS = args.worker_threads
     large = args.archive == "large"
     args.images = args.images or (300 if large else 2000)
     work = Path(tempfile.mkdtemp(prefix="faceindex-bench-"))
@@ -529,6 +576,7 @@ def main() -> int:
 
     stack = Stack(args.var_dir, StackPorts.from_base(args.port_base))
     stack.start()
+    service_pids = {"postgres": stack.postgres.pid(), "s3": stack.s3.pid(), "redis": stack.redis.pid()}
     env = {**os.environ, **stack.env(), "DJANGO_SETTINGS_MODULE": "backend.config.settings_dev",
            "FACEINDEX_IMPORT_ROOTS": str(work), "FACEINDEX_SWEEP_INTERVAL_S": "0", "PYTHONUNBUFFERED": "1"}
     if args.batch_size:
@@ -554,7 +602,7 @@ def main() -> int:
         results = []
         for workers in args.workers:
             print(f"indexing with {workers} worker process(es) ...", file=sys.stderr, flush=True)
-            result = run_faceindex(workers, enroll_dir, archive, env, log_dir)
+            result = run_faceindex(workers, enroll_dir, archive, env, log_dir, service_pids=service_pids)
             check_report_matches_database(result)
             result.update(replay_clustering(result["owner_id"], settings.FACEINDEX_BATCH_SIZE))
             results.append(result)
@@ -610,6 +658,15 @@ def main() -> int:
     for r in results:
         print(f"{r['workers']:>6}" + "".join(f"{r['stage_ms'][s]:>9.1f}" for s in STAGES)
               + f"{r['cluster_ms_per_image']:>9.1f}{r['stage_ms']['write'] + r['cluster_ms_per_image']:>9.1f}")
+    print("\nCPU seconds per image (user+sys; independent of the load, unlike the wall times above), "
+          "and the 1-minute load average at the start and end of each run:")
+    print(f"{'procs':>6}{'workers':>9}{'per worker':>16}{'postgres':>10}{'s3':>8}{'redis':>8}{'total':>8}  load")
+    for r in results:
+        svc = r["service_cpu_s_per_image"]
+        total = sum(r["worker_cpu_s_per_image"]) + sum(svc.values())
+        print(f"{r['workers']:>6}{sum(r['worker_cpu_s_per_image']):>9.3f}{' '.join(f'{c:.3f}' for c in r['worker_cpu_s_per_image']):>16}"
+              f"{svc.get('postgres', 0):>10.3f}{svc.get('s3', 0):>8.3f}{svc.get('redis', 0):>8.3f}{total:>8.3f}  "
+              f"{r['load_average'][0]} -> {r['load_average'][1]}")
     if kill_run:
         job = kill_run["job"]
         print(f"\nnode kill: {kill_run['killed']}; job {job.status}: {kill_run['processed']} processed, "

@@ -14,6 +14,9 @@ from backend.config.celery import app
 # per thread, and Celery's solo-pool fixup would hand a pooled connection's
 # closed socket back to the pool. Set before the settings load just below.
 os.environ.setdefault("DB_POOL_MAX_SIZE", "0")
+# One connection kept across tasks (checked before each task's first query:
+# CONN_HEALTH_CHECKS), instead of a new PostgreSQL backend per batch.
+os.environ.setdefault("DB_CONN_MAX_AGE", "300")
 # The signal handlers use the models: the app registry must be ready first.
 django.setup()
 

@@ -94,7 +94,10 @@ DATABASES = {"default": env.db("DATABASE_URL", default="postgres://faceindex:fac
 # task at a time, and Celery's solo-pool fixup would hand a pooled
 # connection's closed socket back to the pool. Budget: README "Reliability".
 DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=4)
-DATABASES["default"]["CONN_MAX_AGE"] = 0
+# Without a pool (workers), a connection may outlive a task: DB_CONN_MAX_AGE
+# seconds (workers/__init__.py sets 300). A new connection per task forked a
+# PostgreSQL backend and warmed its caches for every batch.
+DATABASES["default"]["CONN_MAX_AGE"] = 0 if DB_POOL_MAX_SIZE else env.int("DB_CONN_MAX_AGE", default=0)
 # Each connection is checked as it is taken: one from before a database
 # restart is dead and gets replaced, not handed to a request.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -37,6 +37,8 @@ from django.utils import timezone
 
 from backend.core.errors import NotFound
 
+from backend.core import statements
+
 from . import matching
 from .models import Face, UnknownCluster
 
@@ -47,68 +49,89 @@ MERGE_LINKS = settings.FACEINDEX_CLUSTER_MERGE_LINKS
 _LOCK_NAMESPACE = 0x4641_4345  # "FACE": advisory lock key 1; key 2 is the owner id
 
 
+def _lock_owner_statement(owner_id: int) -> tuple[str, list]:
+    return "SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_NAMESPACE, int(owner_id) % 2**31]
+
+
 def _lock_owner(owner_id: int) -> None:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_NAMESPACE, int(owner_id) % 2**31])
+        cursor.execute(*_lock_owner_statement(owner_id))
 
 
-def _neighbours(owner_id: int, face_ids: list[int], *, similarity: float, k: int) -> dict[int, list[int]]:
-    """Each face's nearest unknown faces of the owner (module rule 1), in one query.
+def _neighbourhood_statement(owner_id: int, face_ids: list[int], *, similarity: float, k: int) -> tuple[str, list]:
+    """The given faces clustering has not seen yet, their neighbours (module rule 1), and cluster sizes, as one statement.
 
+    One row of two JSON values: [[face, its cluster, neighbour or null,
+    neighbour's cluster], ...] and {cluster: faces} for every cluster named.
     A LATERAL join runs one K-nearest scan of the face index per face. Which
     faces are neighbours does not depend on clusters, so the whole run's
-    neighbours can be read before any face is placed.
+    neighbours can be read before any face is placed. Run it under the
+    owner's lock: a concurrent run may have placed the faces already.
     """
     table = Face._meta.db_table
     sql = f"""
-        SELECT probe.id, near.id
-        FROM {table} probe
-        CROSS JOIN LATERAL (
-            SELECT other.id, other.embedding <=> probe.embedding AS distance
-            FROM {table} other
-            WHERE other.owner_id = probe.owner_id AND other.identity_id IS NULL
-              AND other.id <> probe.id AND other.image_id <> probe.image_id
-            ORDER BY other.embedding <=> probe.embedding
-            LIMIT %s
-        ) AS near
-        WHERE probe.owner_id = %s AND probe.id = ANY(%s) AND near.distance <= %s
+        WITH probe AS (
+            SELECT id, cluster_id, image_id, embedding FROM {table}
+            WHERE owner_id = %s AND id = ANY(%s) AND identity_id IS NULL AND NOT cluster_checked
+        ), linked AS (
+            SELECT probe.id, probe.cluster_id, near.id AS near_id, near.cluster_id AS near_cluster
+            FROM probe
+            LEFT JOIN LATERAL (
+                SELECT other.id, other.cluster_id, other.embedding <=> probe.embedding AS distance
+                FROM {table} other
+                WHERE other.owner_id = %s AND other.identity_id IS NULL
+                  AND other.id <> probe.id AND other.image_id <> probe.image_id
+                ORDER BY other.embedding <=> probe.embedding
+                LIMIT %s
+            ) AS near ON near.distance <= %s
+        ), named AS (
+            SELECT cluster_id FROM linked WHERE cluster_id IS NOT NULL
+            UNION SELECT near_cluster FROM linked WHERE near_cluster IS NOT NULL
+        )
+        SELECT (SELECT coalesce(json_agg(json_build_array(id, cluster_id, near_id, near_cluster) ORDER BY id, near_id), '[]')
+                FROM linked),
+               (SELECT coalesce(json_object_agg(cluster_id, n), '{{}}') FROM (
+                    SELECT cluster_id, count(*) AS n FROM {table}
+                    WHERE cluster_id IN (SELECT cluster_id FROM named) GROUP BY cluster_id) AS sizes)
     """
-    found: dict[int, list[int]] = {face_id: [] for face_id in face_ids}
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [k, owner_id, face_ids, 1.0 - similarity])
-        for face_id, neighbour_id in cursor.fetchall():
-            found[face_id].append(neighbour_id)
-    return found
+    return sql, [owner_id, face_ids, owner_id, k, 1.0 - similarity]
 
 
 def cluster_faces(owner_id: int, face_ids, *, similarity: float = SIMILARITY, k: int = NEIGHBOURS,
                   merge_links: int = MERGE_LINKS) -> int:
     """Place each given unknown face that clustering has not seen yet into a cluster (module rule); returns faces clustered.
 
-    A few statements per call, not per face: the neighbours come from one
-    query, clusters are tracked in memory while the faces are placed in id
-    order, and the placements are written together at the end.
+    Two or three round trips and the commit, whatever the number of faces:
+    the lock, the faces, their neighbours and the cluster sizes are read
+    together; clusters are tracked in memory while the faces are placed in id
+    order; new clusters are inserted at once (if any), then every placement,
+    merge and mark is written together (core/statements.py says why).
     """
     face_ids = sorted(set(int(i) for i in face_ids or []))
     if not face_ids:
         return 0
     clustered = 0
     with transaction.atomic():
-        _lock_owner(owner_id)
-        # Checked under the lock: a concurrent call may have placed them already.
-        face_ids = list(Face.objects.filter(owner_id=owner_id, pk__in=face_ids, identity__isnull=True,
-                                            cluster_checked=False).order_by("id").values_list("id", flat=True))
+        settings_sql = matching.vector_search_settings()
+        (linked, sizes), = statements.run_together(
+            [_lock_owner_statement(owner_id)] + [(sql, []) for sql in settings_sql]
+            + [_neighbourhood_statement(owner_id, face_ids, similarity=similarity, k=k)])[-1]
+        neighbours: dict[int, list[int]] = {}
+        cluster_of: dict[int, int | None] = {}
+        for face_id, cluster_id, near_id, near_cluster in linked:
+            neighbours.setdefault(face_id, [])
+            cluster_of[face_id] = cluster_id
+            if near_id is not None:
+                neighbours[face_id].append(near_id)
+                cluster_of[near_id] = near_cluster
+        face_ids = sorted(neighbours)  # the given faces still unseen, checked under the lock
         if not face_ids:
             return 0
-        matching.configure_vector_search()
-        neighbours = _neighbours(owner_id, face_ids, similarity=similarity, k=k)
-        involved = set(face_ids) | {n for ids in neighbours.values() for n in ids}
-        cluster_of: dict[int, int | None] = dict(Face.objects.filter(pk__in=involved).values_list("id", "cluster_id"))
         initial = dict(cluster_of)
-        # Sizes of the clusters this run can touch, in one query; kept up to date in memory.
-        sizes = Counter(dict(Face.objects.filter(cluster_id__in={c for c in cluster_of.values() if c is not None})
-                             .values_list("cluster_id").annotate(n=Count("id")).values_list("cluster_id", "n")))
+        sizes = Counter({int(c): n for c, n in sizes.items()})  # kept up to date in memory
         touched: set[int] = set()
+        new_clusters = 0  # created in memory with ids -1, -2, ...; inserted at the end
+        merges: list[tuple[int, int]] = []  # (from, into), in order
 
         for face_id in face_ids:
             near = [(n, cluster_of.get(n)) for n in neighbours[face_id]]
@@ -119,20 +142,20 @@ def cluster_faces(owner_id: int, face_ids, *, similarity: float = SIMILARITY, k:
             if own is not None:
                 links[own] += len(near) + 1  # its own cluster wins
             if links:
-                ranked = sorted(links, key=lambda c: (-links[c], -sizes[c], c))
+                # Ties: the larger, then the older cluster (new ones, negative here, are the newest).
+                ranked = sorted(links, key=lambda c: (-links[c], -sizes[c], c if c > 0 else 2**62 - c))
                 cluster_id = ranked[0]
                 for other in ranked[1:]:
                     if links[other] >= merge_links:
                         sizes[cluster_id] += sizes.pop(other, 0)
-                        # Faces outside this run move in the database now, the run's own in memory.
-                        Face.objects.filter(cluster_id=other).exclude(pk__in=involved).update(cluster_id=cluster_id)
+                        merges.append((other, cluster_id))
                         for member, c in cluster_of.items():
                             if c == other:
                                 cluster_of[member] = cluster_id
                         touched.discard(other)
-                        UnknownCluster.objects.filter(pk=other).delete()
             else:
-                cluster_id = UnknownCluster.objects.create(owner_id=owner_id).pk
+                new_clusters += 1
+                cluster_id = -new_clusters
                 sizes[cluster_id] = 0
             joining = {n for n, c in near if c is None}
             if own != cluster_id:
@@ -142,22 +165,39 @@ def cluster_faces(owner_id: int, face_ids, *, similarity: float = SIMILARITY, k:
                 cluster_of[member] = cluster_id
             touched.add(cluster_id)
             clustered += 1
-        moved: dict[int, list[int]] = {}
-        for member, c in cluster_of.items():
-            if c != initial.get(member):
-                moved.setdefault(c, []).append(member)
-        for cluster_id, members in moved.items():
-            Face.objects.filter(pk__in=members).update(cluster_id=cluster_id)
-        Face.objects.filter(pk__in=face_ids).update(cluster_checked=True)
-        UnknownCluster.objects.filter(pk__in=touched).update(updated_at=timezone.now())
+        real = {}
+        if new_clusters:
+            created = UnknownCluster.objects.bulk_create([UnknownCluster(owner_id=owner_id) for _ in range(new_clusters)])
+            real = {-(i + 1): cluster.pk for i, cluster in enumerate(created)}
+        statements.run_together(_placement_statements(
+            face_ids, {m: real.get(c, c) for m, c in cluster_of.items() if c != initial.get(m)},
+            [(real.get(a, a), real.get(b, b)) for a, b in merges], {real.get(c, c) for c in touched}))
     return clustered
 
 
-def cluster_pending(owner_id: int, *, limit: int = 5000) -> int:
-    """Cluster unknown faces clustering has not seen yet (a missed hook, faces made unknown); bounded."""
+def _placement_statements(face_ids: list[int], moved: dict[int, int], merges: list[tuple[int, int]],
+                          touched: set[int]) -> list[tuple[str, list]]:
+    """cluster_faces' writes, in order: merges (a cluster's faces move, then it goes), placements, marks."""
+    faces, clusters = Face._meta.db_table, UnknownCluster._meta.db_table
+    writes = []
+    for old, into in merges:
+        writes.append((f"UPDATE {faces} SET cluster_id = %s WHERE cluster_id = %s", [into, old]))
+        writes.append((f"DELETE FROM {clusters} WHERE id = %s", [old]))
+    if moved:
+        members = sorted(moved)
+        writes.append((f"UPDATE {faces} AS f SET cluster_id = m.cluster_id "
+                       "FROM unnest(%s::bigint[], %s::bigint[]) AS m(id, cluster_id) WHERE f.id = m.id",
+                       [members, [moved[m] for m in members]]))
+    writes.append((f"UPDATE {faces} SET cluster_checked = true WHERE id = ANY(%s)", [face_ids]))
+    writes.append((f"UPDATE {clusters} SET updated_at = %s WHERE id = ANY(%s)", [timezone.now(), sorted(touched)]))
+    return writes
+
+
+def cluster_pending(owner_id: int, *, limit: int = 5000, also: list[int] = ()) -> int:
+    """Cluster unknown faces clustering has not seen yet (a missed hook, faces made unknown), bounded; ``also``: these too."""
     pending = list(Face.objects.filter(owner_id=owner_id, identity__isnull=True, cluster_checked=False)
                    .order_by("id").values_list("id", flat=True)[:limit])
-    return cluster_faces(owner_id, pending)
+    return cluster_faces(owner_id, [*pending, *also])
 
 
 def prune_clusters(owner_id: int) -> int:

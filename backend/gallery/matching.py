@@ -53,14 +53,26 @@ def face_outcome(identity_id: int | None, quality: float | None) -> str:
     return "low_quality" if is_low_quality(quality) else "unknown"
 
 
+def vector_search_settings() -> list[str]:
+    """The session settings for HNSW queries (transaction-local), as statements to send alone or with others.
+
+    Owner filters are applied after the index scan: iterative scans keep
+    fetching until enough rows pass the filter (pgvector >= 0.8). No
+    parameters: the value is formatted as an int.
+    """
+    return [f"SET LOCAL hnsw.ef_search = {int(settings.FACEINDEX_HNSW_EF_SEARCH)}",
+            "SET LOCAL hnsw.iterative_scan = relaxed_order"]
+
+
 def configure_vector_search() -> None:
-    """Session settings for HNSW queries; call inside a transaction."""
+    """Session settings for HNSW queries; call inside a transaction. One round trip for both."""
     with connection.cursor() as cursor:
-        # Owner filters are applied after the index scan: iterative scans keep
-        # fetching until enough rows pass the filter (pgvector >= 0.8). One
-        # round trip for both (no parameters: the value is formatted as an int).
-        cursor.execute(f"SET LOCAL hnsw.ef_search = {int(settings.FACEINDEX_HNSW_EF_SEARCH)}; "
-                       "SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cursor.execute("; ".join(vector_search_settings()))
+
+
+def vector_literal(embedding) -> str:
+    """An embedding as pgvector's text form, cast in SQL where it is used (``%s::{EMBEDDING_SQL_TYPE}``)."""
+    return "[" + ",".join(f"{v:.9g}" for v in np.asarray(embedding, dtype=np.float32).tolist()) + "]"
 
 
 @dataclass(frozen=True)
@@ -109,11 +121,31 @@ def match_rule(owner_id: int, *, target_fpir: float | None = None) -> MatchRule:
     target = owner_target_fpir(owner_id) if target_fpir is None else target_fpir
     counts = Template.objects.filter(owner_id=owner_id).aggregate(
         all=Count("id"), bare=Count("id", filter=Q(masked=False)))
+    return _rule(target, all_templates=counts["all"], bare_templates=counts["bare"])
+
+
+def _rule(target_fpir: float, *, all_templates: int, bare_templates: int) -> MatchRule:
     return MatchRule(
-        threshold=threshold_for_gallery(counts["bare"], target_fpir=target),
-        masked_threshold=threshold_for_gallery(counts["all"], target_fpir=target, masked=True),
-        target_fpir=target, templates=counts["bare"], masked_templates=counts["all"] - counts["bare"],
+        threshold=threshold_for_gallery(bare_templates, target_fpir=target_fpir),
+        masked_threshold=threshold_for_gallery(all_templates, target_fpir=target_fpir, masked=True),
+        target_fpir=target_fpir, templates=bare_templates, masked_templates=all_templates - bare_templates,
     )
+
+
+def match_rule_statement(owner_id: int) -> tuple[str, list]:
+    """match_rule's reads as one statement (to run with others); read its row with ``match_rule_from_row``."""
+    sql = f"""
+        SELECT (SELECT p.target_fpir FROM {MatchingPolicy._meta.db_table} p WHERE p.owner_id = %s),
+               count(*), count(*) FILTER (WHERE NOT t.masked)
+        FROM {Template._meta.db_table} t WHERE t.owner_id = %s
+    """
+    return sql, [owner_id, owner_id]
+
+
+def match_rule_from_row(row: tuple) -> MatchRule:
+    own_target, all_templates, bare_templates = row
+    target = settings.FACEINDEX_TARGET_FPIR if own_target is None else float(own_target)
+    return _rule(target, all_templates=all_templates, bare_templates=bare_templates)
 
 
 def identity_scores(owner_id: int, embedding: np.ndarray, *, k: int | None = None, probe_masked: bool = False) -> dict[int, float]:
@@ -131,11 +163,19 @@ def identity_scores_batch(owner_id: int, embeddings, probes_masked, *, k: int | 
     A LATERAL join runs one K-nearest scan of the template index per probe
     inside a single statement, so a batch of faces costs one round trip.
     """
-    k = k or settings.FACEINDEX_MATCH_CANDIDATES
-    embeddings = [np.asarray(e, dtype=np.float32) for e in embeddings]
+    embeddings = list(embeddings)
     if not embeddings:
         return []
-    vectors = ["[" + ",".join(f"{v:.9g}" for v in e.tolist()) + "]" for e in embeddings]
+    sql, params = identity_scores_statement(owner_id, embeddings, probes_masked, k=k)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return identity_scores_from_rows(len(embeddings), cursor.fetchall())
+
+
+def identity_scores_statement(owner_id: int, embeddings, probes_masked, *, k: int | None = None) -> tuple[str, list]:
+    """identity_scores_batch's query (to run with other statements); read its rows with ``identity_scores_from_rows``."""
+    k = k or settings.FACEINDEX_MATCH_CANDIDATES
+    vectors = [vector_literal(e) for e in embeddings]
     sql = f"""
         SELECT probe.ordinal, nearest.identity_id, nearest.distance
         FROM unnest(%s::int[], %s::text[], %s::bool[]) AS probe(ordinal, embedding, masked)
@@ -147,13 +187,16 @@ def identity_scores_batch(owner_id: int, embeddings, probes_masked, *, k: int | 
             LIMIT %s
         ) AS nearest
     """
-    scores: list[dict[int, float]] = [{} for _ in embeddings]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [list(range(len(vectors))), vectors, [bool(m) for m in probes_masked], owner_id, k])
-        for ordinal, identity_id, distance in cursor.fetchall():
-            similarity = 1.0 - float(distance)
-            if similarity > scores[ordinal].get(identity_id, -2.0):
-                scores[ordinal][identity_id] = similarity
+    return sql, [list(range(len(vectors))), vectors, [bool(m) for m in probes_masked], owner_id, k]
+
+
+def identity_scores_from_rows(probes: int, rows) -> list[dict[int, float]]:
+    """Best similarity per identity for each probe, from identity_scores_statement's rows."""
+    scores: list[dict[int, float]] = [{} for _ in range(probes)]
+    for ordinal, identity_id, distance in rows:
+        similarity = 1.0 - float(distance)
+        if similarity > scores[ordinal].get(identity_id, -2.0):
+            scores[ordinal][identity_id] = similarity
     return scores
 
 

@@ -13,9 +13,8 @@ from backend.gallery import clustering, services
 
 @shared_task(name="faceindex.cluster_faces", acks_late=True)
 def cluster_faces(owner_id: int, face_ids: list[int] | None = None) -> int:
-    """Cluster the given unknown faces, then any others clustering has not seen yet."""
-    done = clustering.cluster_faces(owner_id, face_ids or [])
-    return done + clustering.cluster_pending(owner_id)
+    """Cluster the given unknown faces and any others clustering has not seen yet, in one run."""
+    return clustering.cluster_pending(owner_id, also=face_ids or [])
 
 
 @shared_task(name="faceindex.rematch_faces", base=OutageSafeTask, acks_late=True)

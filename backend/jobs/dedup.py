@@ -45,16 +45,37 @@ def indexed_image(owner_id: int, sha256: str, *, exclude_id: int) -> Indexed | N
 
 
 def lock_contents(owner_id: int, sha256s: list[str]) -> None:
-    """Serialise, until the current transaction ends, indexing of one owner's contents.
-
-    Taken in sorted order, so two batches that share contents cannot deadlock.
-    """
-    keys = sorted({f"faceindex:content:{owner_id}:{sha256}" for sha256 in sha256s})
-    if not keys:
+    """Serialise, until the current transaction ends, indexing of one owner's contents."""
+    if not sha256s:
         return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(pg_advisory_xact_lock(hashtextextended(key, 0))) "
-                       "FROM unnest(%s::text[]) WITH ORDINALITY AS k(key, n)", [keys])
+        cursor.execute(*lock_contents_statement({(owner_id, sha256) for sha256 in sha256s}))
+
+
+def lock_contents_statement(contents: set[tuple[int, str]]) -> tuple[str, list]:
+    """lock_contents for (owner id, sha256) pairs of any owners, as one statement to run with others.
+
+    Taken in sorted key order, so two batches that share contents cannot deadlock.
+    """
+    keys = sorted({f"faceindex:content:{owner_id}:{sha256}" for owner_id, sha256 in contents})
+    return ("SELECT count(pg_advisory_xact_lock(hashtextextended(key, 0))) "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS k(key, n)", [keys])
+
+
+def indexed_contents_statement(contents: set[tuple[int, str]], *, exclude_ids: list[int]) -> tuple[str, list]:
+    """Which (owner id, sha256) pairs have a canonical indexed image (as indexed_images), as one statement.
+
+    Rows: (owner id, sha256). A hit is rare (a re-imported photo); the caller
+    then loads the canonical images with ``indexed_images``.
+    """
+    owners, sha256s = zip(*sorted(contents)) if contents else ((), ())
+    sql = f"""
+        SELECT DISTINCT i.owner_id, i.sha256
+        FROM {Image._meta.db_table} i
+        JOIN unnest(%s::bigint[], %s::text[]) AS c(owner_id, sha256) ON i.owner_id = c.owner_id AND i.sha256 = c.sha256
+        WHERE i.status = %s AND i.linked_from_id IS NULL AND NOT i.id = ANY(%s::bigint[])
+    """
+    return sql, [list(owners), list(sha256s), Image.Status.DONE, list(exclude_ids)]
 
 
 def mark_linked(image: Image, canonical: Indexed) -> None:

@@ -10,10 +10,12 @@ finished image is a no-op (idempotent): writing re-checks this worker's claim.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -24,7 +26,7 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from backend.core import outages, storage
+from backend.core import outages, statements, storage
 from backend.core.pipeline import encode_jpeg, get_pipeline
 from backend.gallery import matching
 from backend.gallery.models import Face
@@ -51,6 +53,7 @@ class Work:
     attribute_pixels: object | None = None
     attribute_faces: list = field(default_factory=list)
     attributes: list = field(default_factory=list)  # gallery.attributes.FaceAttributes per face
+    new_content: bool = False  # sha256 computed in this batch, not yet stored
 
     @contextmanager
     def timed(self, stage: str):
@@ -79,6 +82,42 @@ def process_images(image_ids: list[int], *, worker_name: str) -> None:
     to_embed: list[Work] = []
     first_of_content: dict[str, Work] = {}
     duplicates: list[tuple[Work, Work]] = []
+    read = _read_originals(claimed)
+    indexed = _record_contents(read)
+    read.reverse()
+    while read:  # popped: each original's bytes are let go once decoded (kept only for a reduced decode)
+        work, data = read.pop()
+        image = work.image
+        try:
+            with work.timed("decode"):
+                if (image.owner_id, image.sha256) in indexed and _link_if_indexed(work, worker_name, data=data):
+                    continue
+                if image.sha256 in first_of_content:  # same bytes twice in one batch: index once
+                    duplicates.append((work, first_of_content[image.sha256]))
+                    continue
+                first_of_content[image.sha256] = work
+                work.decoded = decode_for_detection(data)
+                work.data = data if work.decoded.reduced else None
+        except ImageDecodeError as exc:
+            services.fail_image(image.pk, code=exc.code, message=str(exc))
+            continue
+        to_embed.append(work)
+    to_embed = _detect_and_embed(to_embed)
+    # The crops upload while the attributes are computed and the batch is written.
+    with _crops_uploading(to_embed) as crops_uploaded:
+        _describe(to_embed)
+        _write_batch(to_embed, worker_name=worker_name, crops_uploaded=crops_uploaded)
+    for work, _first in duplicates:
+        if not _link_if_indexed(work, worker_name):
+            # The first copy failed: this one fails for the same reason.
+            first = Image.objects.get(pk=_first.image.pk)
+            services.fail_image(work.image.pk, code=first.error_code or "internal_error",
+                                message=first.error_message or "the same content failed in this batch")
+
+
+def _read_originals(claimed: list[Image]) -> list[tuple[Work, bytes]]:
+    """Each claimed image's bytes and sha256; an unreadable or oversized one fails alone."""
+    read = []
     for image in claimed:
         work = Work(image)
         try:
@@ -89,31 +128,35 @@ def process_images(image_ids: list[int], *, worker_name: str) -> None:
                 if not image.sha256:
                     image.sha256 = hashlib.sha256(data).hexdigest()
                     image.size_bytes = len(data)
-                    Image.objects.filter(pk=image.pk).update(sha256=image.sha256, size_bytes=image.size_bytes)
-                if _link_if_indexed(work, worker_name, data=data):
-                    continue
-                if image.sha256 in first_of_content:  # same bytes twice in one batch: index once
-                    duplicates.append((work, first_of_content[image.sha256]))
-                    continue
-                first_of_content[image.sha256] = work
-                work.decoded = decode_for_detection(data)
-                work.data = data if work.decoded.reduced else None
+                    work.new_content = True
         except SourceUnreadable as exc:
             services.fail_image(image.pk, code=exc.code, message=str(exc))
             continue
-        except ImageDecodeError as exc:
-            services.fail_image(image.pk, code=exc.code, message=str(exc))
-            continue
-        to_embed.append(work)
-    to_embed = _detect_and_embed(to_embed)
-    _describe(to_embed)
-    _write_batch(to_embed, worker_name=worker_name)
-    for work, _first in duplicates:
-        if not _link_if_indexed(work, worker_name):
-            # The first copy failed: this one fails for the same reason.
-            first = Image.objects.get(pk=_first.image.pk)
-            services.fail_image(work.image.pk, code=first.error_code or "internal_error",
-                                message=first.error_message or "the same content failed in this batch")
+        read.append((work, data))
+    return read
+
+
+def _record_contents(read: list[tuple[Work, bytes]]) -> set[tuple[int, str]]:
+    """Store the hashes just computed and find the contents already indexed, in one round trip.
+
+    Returns the (owner id, sha256) pairs with a canonical indexed image: only
+    those images need the (locked) link check of _link_if_indexed.
+    """
+    if not read:
+        return set()
+    started = time.perf_counter()
+    new = [w.image for w, _ in read if w.new_content]
+    contents = {(w.image.owner_id, w.image.sha256) for w, _ in read}
+    batch = [
+        (f"""UPDATE {Image._meta.db_table} AS i SET sha256 = u.sha256, size_bytes = u.size_bytes
+             FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS u(id, sha256, size_bytes) WHERE i.id = u.id""",
+         [[i.pk for i in new], [i.sha256 for i in new], [i.size_bytes for i in new]]),
+        dedup.indexed_contents_statement(contents, exclude_ids=[w.image.pk for w, _ in read]),
+    ]
+    indexed = set(statements.run_together(batch)[1])
+    for work, _ in read:
+        work.seconds["decode"] += (time.perf_counter() - started) / len(read)
+    return indexed
 
 
 # A face at least this wide in the pixels it is cut from loses next to nothing
@@ -289,6 +332,15 @@ def _finish_as_link(work: Work, locked: Image, canonical: dedup.Indexed, load_pi
 
 
 CROP_UPLOAD_THREADS = 8  # crop PUTs are network round trips: overlap them
+_upload_pool: ThreadPoolExecutor | None = None
+
+
+def _uploader() -> ThreadPoolExecutor:
+    """The process's crop upload threads, started once: starting 8 threads per batch cost ~45 ms under load."""
+    global _upload_pool
+    if _upload_pool is None:
+        _upload_pool = ThreadPoolExecutor(max_workers=CROP_UPLOAD_THREADS, thread_name_prefix="crop-upload")
+    return _upload_pool
 
 
 @contextmanager
@@ -296,9 +348,10 @@ def _crops_uploading(batch: list[Work]):
     """Upload the batch's crops in threads while the caller works; yields a wait() that raises an upload's error.
 
     The caller waits before its commit: a committed face always has its crop.
+    Every upload has ended when the block is left, whatever happened in it.
     """
     uploads = [(crop_key(work.image, ordinal), face.crop) for work in batch for ordinal, face in enumerate(work.faces)]
-    pool = ThreadPoolExecutor(max_workers=max(1, min(CROP_UPLOAD_THREADS, len(uploads))))
+    pool = _uploader()
     futures = [pool.submit(lambda key, crop: storage.put_bytes(key, encode_jpeg(crop), "image/jpeg"), key, crop)
                for key, crop in uploads]
 
@@ -309,7 +362,7 @@ def _crops_uploading(batch: list[Work]):
     try:
         yield wait
     finally:
-        pool.shutdown(wait=True)
+        futures_wait(futures)
 
 
 def _charge(batch: list[Work], stage: str, seconds: float) -> None:
@@ -319,93 +372,156 @@ def _charge(batch: list[Work], stage: str, seconds: float) -> None:
         work.seconds[stage] += seconds * (len(work.faces) / faces if faces else 1 / len(batch))
 
 
-def _write_batch(batch: list[Work], *, worker_name: str) -> None:
+def _write_batch(batch: list[Work], *, worker_name: str, crops_uploaded) -> None:
+    """Write the batch (``crops_uploaded``: waits for its crops, which upload meanwhile)."""
     if not batch:
         return
     started = time.perf_counter()
-    with _crops_uploading(batch) as crops_uploaded:
-        try:
-            with transaction.atomic():
-                _write_batch_rows(batch, worker_name=worker_name, crops_uploaded=crops_uploaded, started=started)
-        except DatabaseError as exc:
-            if outages.is_outage(exc):
-                raise  # the database is away, not one image's fault: the task waits it out
-            # A deadlock or one bad row: nothing of the batch was written. Each
-            # image gets its own transaction, so a bad one fails alone.
-            log.warning("batch write of %d images failed; writing them one by one", len(batch), exc_info=True)
-            crops_uploaded()
-            for work in batch:
-                _write_faces(work, worker_name=worker_name)
+    try:
+        with transaction.atomic():
+            _write_batch_rows(batch, worker_name=worker_name, crops_uploaded=crops_uploaded, started=started)
+    except DatabaseError as exc:
+        if outages.is_outage(exc):
+            raise  # the database is away, not one image's fault: the task waits it out
+        # A deadlock or one bad row: nothing of the batch was written. Each
+        # image gets its own transaction, so a bad one fails alone.
+        log.warning("batch write of %d images failed; writing them one by one", len(batch), exc_info=True)
+        crops_uploaded()
+        for work in batch:
+            _write_faces(work, worker_name=worker_name)
 
 
 def _write_batch_rows(batch: list[Work], *, worker_name: str, crops_uploaded, started: float) -> None:
     """The whole batch in the caller's transaction: claims checked, links, matching, faces, counters.
 
-    The crops upload meanwhile (``crops_uploaded`` waits for them); ``started``: when they began.
+    Two round trips and the commit, whatever the batch size: every read and
+    lock in one, every write in the other (core/statements.py says why). The
+    crops upload meanwhile (``crops_uploaded`` waits for them); ``started``:
+    when the write began.
     """
-    locked = {image.pk: image for image in Image.objects.select_for_update(of=("self",)).select_related("job")
-              .filter(pk__in=[w.image.pk for w in batch]).order_by("id")}
-    # Another worker finished or re-claimed an image meanwhile: it is not ours to write.
-    live = [w for w in batch if (image := locked.get(w.image.pk)) is not None
-            and image.status == Image.Status.PROCESSING and image.worker == worker_name]
+    ids = sorted(w.image.pk for w in batch)
+    contents = {(w.image.owner_id, w.image.sha256) for w in batch if w.image.sha256}
     by_owner: dict[int, list[Work]] = defaultdict(list)
-    for work in live:
+    for work in batch:
         by_owner[work.image.owner_id].append(work)
-    finished: dict[int, list[tuple[Image, int]]] = defaultdict(list)  # job id -> (image, faces)
-    matching.configure_vector_search()
-    match_seconds = 0.0
-    for owner_id, works in by_owner.items():
+    owners = sorted(by_owner)
+    probes = {owner_id: [(face, attrs) for work in by_owner[owner_id] for face, attrs in zip(work.faces, work.attributes)]
+              for owner_id in owners}
+    settings_sql = matching.vector_search_settings()
+    reads = [(sql, []) for sql in settings_sql] + [
+        # Another worker may have finished or re-claimed an image meanwhile: locked, then checked.
+        (f"SELECT id, status, worker FROM {Image._meta.db_table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids]),
         # Same bytes indexed at once by two workers: the content locks make the
         # second wait for the first's commit and then link instead of writing twice.
-        dedup.lock_contents(owner_id, [w.image.sha256 for w in works])
-        canonical = dedup.indexed_images(owner_id, {w.image.sha256 for w in works})
-        fresh = []
-        for work in works:
-            image = locked[work.image.pk]
-            if (found := canonical.get(image.sha256)) is not None:
-                _finish_as_link(work, image, found, load_pixels=lambda work=work: _full_size_pixels(work.decoded))
-                keys = [crop_key(image, ordinal) for ordinal in range(len(work.faces))]
-                transaction.on_commit(lambda keys=keys: storage.delete_keys(keys))
-            else:
-                fresh.append(work)
-        if not fresh:
-            continue
-        started = time.perf_counter()
-        probes = [(face, attrs) for work in fresh for face, attrs in zip(work.faces, work.attributes)]
-        scores = matching.identity_scores_batch(owner_id, [f.embedding for f, _ in probes], [a.masked for _, a in probes])
-        rule = matching.match_rule(owner_id)  # the owner's gallery as it stands now
+        dedup.lock_contents_statement(contents),
+        dedup.indexed_contents_statement(contents, exclude_ids=ids),
+        (f"SELECT DISTINCT image_id FROM {Face._meta.db_table} WHERE image_id = ANY(%s)", [ids]),  # a re-run's old faces
+    ]
+    for owner_id in owners:  # the owner's gallery as it stands now
+        reads.append(matching.match_rule_statement(owner_id))
+        reads.append(matching.identity_scores_statement(owner_id, [f.embedding for f, _ in probes[owner_id]],
+                                                        [a.masked for _, a in probes[owner_id]]))
+    results = iter(statements.run_together(reads)[len(settings_sql):])
+    claims = {pk: (status, worker) for pk, status, worker in next(results)}
+    next(results)
+    indexed = set(next(results))
+    with_old_faces = {image_id for image_id, in next(results)}
+    live = [w for w in batch if claims.get(w.image.pk) == (Image.Status.PROCESSING, worker_name)]
+    live_ids = {w.image.pk for w in live}
+
+    match_seconds = 0.0
+    fresh: list[Work] = []
+    rows: list[Face] = []
+    for owner_id in owners:
+        rule = matching.match_rule_from_row(next(results)[0])
+        scores = matching.identity_scores_from_rows(len(probes[owner_id]), next(results))
+        decided = time.perf_counter()
         matches = iter([matching.decide(s, rule=rule, probe_masked=attrs.masked, quality=face.quality)
-                        for s, (face, attrs) in zip(scores, probes)])
-        elapsed = time.perf_counter() - started
-        match_seconds += elapsed
-        _charge(fresh, "match", elapsed)
-        Face.objects.filter(image_id__in=[w.image.pk for w in fresh]).delete()
-        rows = []
-        for work in fresh:
-            image = locked[work.image.pk]
-            rows.extend(_face_rows(image, work, [next(matches) for _ in work.faces]))
-            _mark_done(image, work.decoded)
-            finished[image.job_id].append((image, len(work.faces)))
-        Face.objects.bulk_create(rows)
-        face_ids = [row.pk for row in rows]
-        unknown_ids = [row.pk for row in rows if row.identity_id is None]
-        transaction.on_commit(lambda owner_id=owner_id, face_ids=face_ids, unknown_ids=unknown_ids:
-                              _faces_indexed(owner_id, face_ids, unknown_ids))
-    done = [image for images in finished.values() for image, _ in images]
+                        for s, (face, attrs) in zip(scores, probes[owner_id])])
+        match_seconds += time.perf_counter() - decided
+        for work in by_owner[owner_id]:
+            work_matches = [next(matches) for _ in work.faces]
+            image = work.image
+            if image.pk not in live_ids:
+                continue
+            if (owner_id, image.sha256) in indexed:  # already indexed: a link (rare; its own queries)
+                _link_in_batch(work, owner_id)
+                continue
+            fresh.append(work)
+            rows.extend(_face_rows(image, work, work_matches))
+    _charge(fresh, "match", match_seconds)
+    if not fresh:
+        crops_uploaded()
+        return
+    if stale := [w.image.pk for w in fresh if w.image.pk in with_old_faces]:
+        Face.objects.filter(image_id__in=stale).delete()  # processing an image again replaces its faces
+    for work in fresh:
+        _mark_done(work.image, work.decoded)
     crops_uploaded()
-    # Write time without matching: crop uploads and this transaction, which overlap.
-    done_ids = {image.pk for image in done}
-    _charge([w for w in live if w.image.pk in done_ids], "write", time.perf_counter() - started - match_seconds)
-    works_by_id = {w.image.pk: w for w in live}
-    for image in done:
-        image.timings = {k: round(v, 5) for k, v in works_by_id[image.pk].seconds.items()}
-    Image.objects.bulk_update(done, DONE_FIELDS)
-    for job_id in sorted(finished):
-        completion.count_finished(job_id, processed=len(finished[job_id]), faces_found=sum(n for _, n in finished[job_id]))
+    # Write time without matching: this transaction and any wait for the crop uploads. The
+    # last round trip is timed by the database itself (_done_statement) and added per image.
+    writes_sent = time.time()
+    _charge(fresh, "write", time.perf_counter() - started - match_seconds)
+    finished: dict[int, list[int]] = defaultdict(list)  # job id -> faces per image
+    for work in fresh:
+        finished[work.image.job_id].append(len(work.faces))
+    writes = [statements.insert_returning_pks(rows)] if rows else []
+    writes.append(_done_statement(fresh, writes_sent))
+    writes += [completion.count_finished_statement(job_id, processed=len(faces), faces_found=sum(faces))
+               for job_id, faces in sorted(finished.items())]
+    results = statements.run_together(writes)
+    if rows:
+        statements.set_pks(rows, results.pop(0))
+    for counted in results[1:]:
+        completion.complete_counted(counted)
+    for owner_id in owners:
+        owner_rows = [row for row in rows if row.owner_id == owner_id]
+        if owner_rows:
+            face_ids = [row.pk for row in owner_rows]
+            unknown_ids = [row.pk for row in owner_rows if row.identity_id is None]
+            transaction.on_commit(lambda owner_id=owner_id, face_ids=face_ids, unknown_ids=unknown_ids:
+                                  _faces_indexed(owner_id, face_ids, unknown_ids))
 
 
-DONE_FIELDS = ["status", "width", "height", "taken_at", "gps_lat", "gps_lon", "processed_at", "worker",
-               "error_code", "error_message", "timings"]
+def _link_in_batch(work: Work, owner_id: int) -> None:
+    """Finish a batch image whose content this owner has indexed already (inside the batch's transaction)."""
+    image = Image.objects.select_related("job").get(pk=work.image.pk)  # locked by the batch's transaction
+    canonical = dedup.indexed_images(owner_id, {image.sha256}, exclude_id=image.pk)[image.sha256]
+    _finish_as_link(work, image, canonical, load_pixels=lambda: _full_size_pixels(work.decoded))
+    keys = [crop_key(image, ordinal) for ordinal in range(len(work.faces))]
+    transaction.on_commit(lambda: storage.delete_keys(keys))
+
+
+def _done_statement(fresh: list[Work], writes_sent: float) -> statements.Statement:
+    """Mark the images done with their timings, as one UPDATE.
+
+    Each image's write time gets its share (by faces) of the time from
+    ``writes_sent`` (epoch seconds) to this statement, which runs after the
+    faces' INSERT: the database's clock times the last round trip.
+    """
+    faces = sum(len(w.faces) for w in fresh)
+    images = [w.image for w in fresh]
+    sql = f"""
+        UPDATE {Image._meta.db_table} AS i
+        SET status = u.status, worker = u.worker, error_code = u.error_code, error_message = u.error_message,
+            processed_at = u.processed_at, width = u.width, height = u.height, taken_at = u.taken_at,
+            gps_lat = u.gps_lat, gps_lon = u.gps_lon,
+            timings = u.timings::jsonb || jsonb_build_object('write', round((u.write
+                + u.share * extract(epoch FROM clock_timestamp() - to_timestamp(%s)))::numeric, 5))
+        FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::int[], %s::int[],
+                    %s::timestamptz[], %s::float8[], %s::float8[], %s::text[], %s::float8[], %s::float8[])
+            AS u(id, status, worker, error_code, error_message, processed_at, width, height, taken_at, gps_lat, gps_lon,
+                 timings, write, share)
+        WHERE i.id = u.id
+    """
+    columns = [[i.pk for i in images], [i.status for i in images], [i.worker for i in images],
+               [i.error_code for i in images], [i.error_message for i in images], [i.processed_at for i in images],
+               [i.width for i in images], [i.height for i in images], [i.taken_at for i in images],
+               [i.gps_lat for i in images], [i.gps_lon for i in images],
+               [json.dumps({k: round(v, 5) for k, v in w.seconds.items() if k != "write"}) for w in fresh],
+               [w.seconds["write"] for w in fresh],
+               [len(w.faces) / faces if faces else 1 / len(fresh) for w in fresh]]
+    return sql, [writes_sent, *columns]
 
 
 def _mark_done(image: Image, decoded) -> None:

@@ -142,3 +142,15 @@ def test_clustering_a_batch_at_once_places_faces_as_one_at_a_time():
     assert clusters_after(20) == one_by_one
     assert clusters_after(len(ids)) == one_by_one
     assert clustering.cluster_faces(owner.pk, ids) == 0  # every face is clustered once
+
+    # Round trips do not grow with the faces: reads, new clusters, writes (issue 14).
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    Face.objects.filter(owner=owner).update(cluster=None, cluster_checked=False)
+    UnknownCluster.objects.filter(owner=owner).delete()
+    with CaptureQueriesContext(connection) as run:
+        placed = clustering.cluster_faces(owner.pk, ids[:60])
+    assert placed > 20 and UnknownCluster.objects.filter(owner=owner).count() > 5
+    sent = [q["sql"][:80] for q in run.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    assert len(sent) == 3, sent
