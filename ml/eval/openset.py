@@ -37,18 +37,8 @@ MIN_PHOTOS_TO_ENROLL = 3
 
 def split_protocol(items: list[tuple[str, Path]]):
     """(enroll {identity: path}, enrolled probes [(identity, path)], never-enrolled probes)."""
-    by_identity: dict[str, list[Path]] = defaultdict(list)
-    for name, path in items:
-        by_identity[name].append(path)
-    enroll, known, unknown = {}, [], []
-    for name in sorted(by_identity):
-        paths = sorted(by_identity[name])
-        if len(paths) >= MIN_PHOTOS_TO_ENROLL:
-            enroll[name] = paths[0]
-            known += [(name, p) for p in paths[1:]]
-        elif len(paths) == 1:
-            unknown.append((name, paths[0]))
-    return enroll, known, unknown
+    enroll, known, unknown = split_templates(items, 1, most=1)
+    return {name: paths[0] for name, paths in enroll.items()}, known, unknown
 
 
 def split_templates(items: list[tuple[str, Path]], templates: int, *, most: int):
