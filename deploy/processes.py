@@ -40,12 +40,21 @@ def log_tail(path: Path, lines: int = 40) -> str:
         return f"(no log at {path})"
 
 
+CREATE_TIME_SLACK_S = 3.0
+
+
 def _live_process(name: str, var_dir: Path | None) -> psutil.Process | None:
     """The process recorded in the PID file, if it is still that very process."""
     try:
         pid_text, started_text = pid_file(name, var_dir).read_text().split()
         process = psutil.Process(int(pid_text))
-        if abs(process.create_time() - float(started_text)) > 0.01:
+        # psutil adds the boot time (/proc/stat btime, whole seconds, wall
+        # clock minus uptime) to the start ticks, so a clock adjustment can
+        # move create_time by a second. An exact match then declared the
+        # stack's own S3 and Redis "recycled": stop() left them running (the
+        # likeliest cause of a fresh-clone CI run where S3 and Redis outlived
+        # stop()). A PID reused within seconds of the recorded start is no risk.
+        if abs(process.create_time() - float(started_text)) > CREATE_TIME_SLACK_S:
             return None  # the PID was recycled
         if process.status() == psutil.STATUS_ZOMBIE:
             return None
