@@ -508,15 +508,16 @@ def enroll_from_faces(*, identity: Identity, face_ids: list[int]) -> list[Templa
     templates, masked_ids = [], []
     with transaction.atomic():
         Identity.objects.select_for_update().filter(pk=identity.pk).first()  # one cap check at a time per identity
-        new = [f for f in faces if not Template.objects.filter(identity=identity, source_face=f, masked=False).exists()]
+        existing = {t.source_face_id: t for t in
+                    Template.objects.filter(identity=identity, source_face__in=faces, masked=False)}
+        new = [f for f in faces if f.pk not in existing]
         for face in new:
             if (refusal := template_refusal(identity, face.quality, adding=len(new))) is not None:
                 raise ServiceError(refusal.code, f"face {face.pk}: {refusal.message}", field="face_ids",
                                    status_code=refusal.status_code)
         for face in faces:
-            existing = Template.objects.filter(identity=identity, source_face=face, masked=False).first()
-            if existing is not None:
-                templates.append(existing)
+            if face.pk in existing:
+                templates.append(existing[face.pk])
                 continue
             key = _template_crop_key(identity)
             # A copy, not a reference: purging the identity must not delete the
