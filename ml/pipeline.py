@@ -48,8 +48,6 @@ class FacePipeline:
         recognizer_id = recognizer or weights.default_model_id("recognizer")
         if flip_tta is None:
             flip_tta = bool(weights.load_manifest()["defaults"].get("flip_tta", False))
-        if landmarks is None:
-            landmarks = weights.load_manifest()["defaults"].get("landmarks", "")
         entry = weights.model_entry(recognizer_id)
         # Thresholds belong to a recognizer *with* its alignment and TTA setting;
         # a manifest may give per-setting overrides under options.
@@ -65,8 +63,7 @@ class FacePipeline:
             embedding_dim=rec.embedding_dim, threshold=float(threshold),
             thresholds={k: float(v) for k, v in thresholds.items()}, flip_tta=flip_tta,
             **tails,
-            landmarker=load_detector(landmarks) if landmarks and landmarks != detector_id else None,
-            landmarker_id=landmarks or None,
+            **landmarker_options(landmarks, detector_id),
         )
 
     def tail_for(self, masked: bool) -> ImpostorTail | None:
@@ -163,6 +160,21 @@ class FacePipeline:
             embedding=np.asarray(embedding, dtype=np.float32), crop=crop,
             quality=face_quality(face.box, face.landmarks, face.score, crop),
         )
+
+
+def landmarker_options(landmarks: str | None, detector_id: str) -> dict:
+    """The second detector whose landmarks replace the detector's, as FacePipeline keywords.
+
+    ``landmarks`` None means the manifest's ``[defaults] landmarks``; "" or the
+    detector itself means none.
+    """
+    import weights
+    from ml.detectors import load_detector
+
+    if landmarks is None:
+        landmarks = weights.load_manifest()["defaults"].get("landmarks", "")
+    return {"landmarker": load_detector(landmarks) if landmarks and landmarks != detector_id else None,
+            "landmarker_id": landmarks or None}
 
 
 def impostor_tails(entry) -> dict[str, ImpostorTail | None]:

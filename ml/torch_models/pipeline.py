@@ -30,10 +30,9 @@ import torch
 
 from ml.align import CROP_SIZE
 from ml.decode import DEFAULT_MAX_PIXELS, decode_image
-from ml.detectors import load_detector
 from ml.detectors.yunet import faces_from_rows
 from ml.errors import ImageDecodeError
-from ml.pipeline import FacePipeline, _as_bgr, impostor_tails
+from ml.pipeline import FacePipeline, _as_bgr, impostor_tails, landmarker_options
 from ml.torch_models.align import align_on_device
 from ml.torch_models.device import resolve_device, run_split_on_failure
 from ml.torch_models.sface import TorchSFace
@@ -94,14 +93,11 @@ class TorchFacePipeline(FacePipeline):
             raise ValueError(f"manifest gives no default_threshold for {recognizer_id!r}")
         if flip_tta is None:
             flip_tta = bool(weights.load_manifest()["defaults"].get("flip_tta", False))
-        if landmarks is None:
-            landmarks = weights.load_manifest()["defaults"].get("landmarks", "")
         return cls(models[0], models[1], detector_id=detector_id, recognizer_id=recognizer_id,
                    embedding_dim=models[1].embedding_dim, threshold=float(entry.default_threshold),
                    thresholds={k: float(v) for k, v in entry.thresholds.items()}, flip_tta=flip_tta,
                    **impostor_tails(entry),
-                   landmarker=load_detector(landmarks) if landmarks and landmarks != detector_id else None,
-                   landmarker_id=landmarks or None,
+                   **landmarker_options(landmarks, detector_id),
                    device=device, threads=threads, precision=precision)
 
     def set_precision(self, precision: str) -> None:
